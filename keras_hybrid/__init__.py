@@ -1,0 +1,33 @@
+"""keras_hybrid: predictive hybrid training for Keras 3.
+
+Skips backward passes where a learned dynamics model can predict what they
+would have done. See README.md.
+"""
+
+from keras_hybrid.callback import HybridPredictCallback
+from keras_hybrid.config import CheckpointConfig
+from keras_hybrid.config import DivergenceConfig
+from keras_hybrid.config import HybridConfig
+from keras_hybrid.config import MetricsConfig
+from keras_hybrid.config import PredictorConfig
+from keras_hybrid.model import HybridModel
+from keras_hybrid.model import WrappedHybridModel
+from keras_hybrid.phases import IllegalTransitionError
+from keras_hybrid.phases import Phase
+from keras_hybrid.phases import PhaseController
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointConfig",
+    "DivergenceConfig",
+    "HybridConfig",
+    "HybridModel",
+    "HybridPredictCallback",
+    "IllegalTransitionError",
+    "MetricsConfig",
+    "Phase",
+    "PhaseController",
+    "PredictorConfig",
+    "WrappedHybridModel",
+]

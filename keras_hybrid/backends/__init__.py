@@ -1,0 +1,21 @@
+"""Per-backend compiled step functions.
+
+`get()` returns the module of the active Keras backend. Each module provides
+`train_step(model, data)`, `make_phase_functions(model, accumulators, deltas)`
+and `next_batch(iterator)`.
+"""
+
+import keras
+
+
+def get():
+    """Returns the step-function module of the active backend."""
+    name = keras.backend.backend()
+    if name == "tensorflow":
+        from keras_hybrid.backends import tensorflow as module
+    else:
+        raise NotImplementedError(
+            "keras_hybrid supports the TensorFlow backend in this version. "
+            f"Received: KERAS_BACKEND={name!r}"
+        )
+    return module

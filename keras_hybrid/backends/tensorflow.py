@@ -1,0 +1,129 @@
+"""TensorFlow step functions.
+
+Each phase gets its own compiled function, built with the model's own
+`_make_function` so that `steps_per_execution`, `jit_compile` and the
+distribution strategy are handled exactly as in a plain `fit()`. The PREDICT
+function has no `tf.GradientTape` at all: no gradient op is in its graph.
+"""
+
+import tensorflow as tf
+
+from keras_hybrid.backends import common
+
+
+def _batch_size(x):
+    first = next(t for t in tf.nest.flatten(x) if t is not None)
+    return tf.shape(first)[0]
+
+
+def _forward(model, data, training):
+    data = tf.nest.map_structure(
+        lambda t: None if isinstance(t, tf.experimental.Optional) else t, data
+    )
+    x, y, sample_weight = common.unpack(data)
+    if model._call_has_training_arg:
+        y_pred = model(x, training=training)
+    else:
+        y_pred = model(x)
+    loss = model._compute_loss(
+        x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+        training=training,
+    )
+    return x, y, sample_weight, y_pred, loss
+
+
+def _track_loss(model, loss, x):
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    model._loss_tracker.update_state(
+        loss * replicas if replicas > 1 else loss,
+        sample_weight=_batch_size(x),
+    )
+
+
+def train_step(model, data):
+    """A FULL step: forward, backward, optimizer update.
+
+    Mirrors `keras.Model.train_step` and also returns the batch loss and the
+    global gradient norm under the private keys of `common.STAT_KEYS`.
+    """
+    with tf.GradientTape() as tape:
+        x, y, sample_weight, y_pred, loss = _forward(model, data, True)
+        _track_loss(model, loss, x)
+        scaled = model.optimizer.scale_loss(loss)
+    variables = model.trainable_variables
+    grads = tape.gradient(scaled, variables)
+    model.optimizer.apply_gradients(zip(grads, variables))
+    logs = model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+    logs = dict(logs)
+    logs[common.LOSS_KEY] = loss
+    logs[common.GRAD_NORM_KEY] = tf.linalg.global_norm(
+        [g for g in grads if g is not None]
+    )
+    return logs
+
+
+def predict_step(model, deltas, data):
+    """A PREDICT step: forward and loss only, then `w += delta`.
+
+    No gradient tape: nothing here records or computes gradients.
+    """
+    x, y, sample_weight, y_pred, loss = _forward(model, data, True)
+    _track_loss(model, loss, x)
+    for variable, delta in zip(model.trainable_variables, deltas):
+        variable.assign_add(delta)
+    model.optimizer.iterations.assign_add(1)
+    logs = dict(model.compute_metrics(x, y, y_pred, sample_weight=sample_weight))
+    logs[common.LOSS_KEY] = loss
+    return logs
+
+
+def make_phase_functions(model, accumulators, deltas):
+    """Builds the compiled functions of every phase.
+
+    Args:
+        model: the `HybridModel`.
+        accumulators: variables that a collecting FULL step adds the weights
+            to (the trajectory running sums).
+        deltas: variables holding the per-step predicted weight change.
+
+    Returns:
+        A dict of callables taking the fit loop's iterator: `"full"`,
+        `"full_collect"`, `"predict"`; and `"eval_loss"`, taking one batch as
+        returned by `next(iterator)` and returning the forward loss as a
+        scalar tensor (inference mode, no state change).
+    """
+
+    def full_collect(data):
+        logs = model.train_step(data)
+        for acc, variable in zip(accumulators, model.trainable_variables):
+            acc.assign_add(variable)
+        return logs
+
+    strategy = model.distribute_strategy
+
+    def one_eval(data):
+        return _forward(model, data, False)[-1]
+
+    def eval_loss(data):
+        per_replica = strategy.run(one_eval, args=(data,))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, None)
+
+    if not model.run_eagerly:
+        eval_loss = tf.function(eval_loss, reduce_retracing=True)
+
+    return {
+        "full": model._make_function(model.train_step),
+        "full_collect": model._make_function(full_collect),
+        "predict": model._make_function(
+            lambda data: predict_step(model, deltas, data)
+        ),
+        "eval_loss": eval_loss,
+    }
+
+
+def next_batch(iterator):
+    """Takes one batch from the fit loop's iterator."""
+    try:
+        return next(iterator)
+    except tf.errors.OutOfRangeError:
+        raise StopIteration from None

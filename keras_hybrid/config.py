@@ -1,0 +1,523 @@
+"""`HybridConfig`: the configuration tree, its validation, YAML and presets.
+
+Every field is validated when the config is built (`HybridConfig(...)`,
+`from_dict`, `from_yaml`, `preset`), so a bad value fails before training
+starts, with a `ValueError` naming the field, the allowed values and the value
+received.
+"""
+
+import copy
+import dataclasses
+import difflib
+import os
+
+import yaml
+
+PREDICTOR_TYPES = ("linear", "mlp", "rssm")
+PREDICT_MODES = ("jump", "per_step")
+PRESET_NAMES = ("default", "conservative", "balanced", "aggressive")
+
+
+def _check_int(owner, name, value, low=None, high=None):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(
+            f"`{owner}{name}` must be an integer. Received: {name}={value!r}"
+        )
+    _check_range(owner, name, value, low, high)
+
+
+def _check_number(owner, name, value, low=None, high=None, low_open=False):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(
+            f"`{owner}{name}` must be a number. Received: {name}={value!r}"
+        )
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(
+            f"`{owner}{name}` must be finite. Received: {name}={value!r}"
+        )
+    if low_open and low is not None and value <= low:
+        raise ValueError(
+            f"`{owner}{name}` must be > {low}. Received: {name}={value!r}"
+        )
+    _check_range(owner, name, value, None if low_open else low, high)
+
+
+def _check_range(owner, name, value, low, high):
+    if low is not None and value < low:
+        raise ValueError(
+            f"`{owner}{name}` must be >= {low}. Received: {name}={value!r}"
+        )
+    if high is not None and value > high:
+        raise ValueError(
+            f"`{owner}{name}` must be <= {high}. Received: {name}={value!r}"
+        )
+
+
+def _check_bool(owner, name, value):
+    if not isinstance(value, bool):
+        raise ValueError(
+            f"`{owner}{name}` must be a boolean. Received: {name}={value!r}"
+        )
+
+
+def _check_choice(owner, name, value, choices):
+    if value not in choices:
+        raise ValueError(
+            f"`{owner}{name}` must be one of {list(choices)}. "
+            f"Received: {name}={value!r}"
+        )
+
+
+def _check_optional_str(owner, name, value):
+    if value is not None and not isinstance(value, str):
+        raise ValueError(
+            f"`{owner}{name}` must be a string or None. "
+            f"Received: {name}={value!r}"
+        )
+
+
+@dataclasses.dataclass
+class PredictorConfig:
+    """The dynamics model that predicts PREDICT phases.
+
+    Args:
+        type: `"linear"` (trajectory-based linear predictor), `"mlp"` or
+            `"rssm"`.
+        trajectory_rank: rank of the low-rank weight-trajectory basis.
+        feature_dim: size of the encoded training-state feature vector.
+        l2_regularization: ridge penalty of the linear model.
+        hidden_dims: hidden layer sizes of the MLP predictor.
+        activation: activation of the MLP predictor.
+        dropout: dropout rate of the MLP predictor, in [0, 1).
+        deterministic_dim: GRU state size of the RSSM predictor.
+        stochastic_dim: number of categorical latents of the RSSM predictor.
+        num_categoricals: classes per categorical latent of the RSSM.
+        ensemble_size: members of the ensemble whose disagreement gives the
+            confidence.
+        jump_scales: candidate multiples of the phase length tried by the
+            forward line search before a jump is accepted (largest first).
+    """
+
+    type: str = "linear"
+    trajectory_rank: int = 4
+    feature_dim: int = 32
+    l2_regularization: float = 1e-3
+    hidden_dims: tuple = (64, 64)
+    activation: str = "relu"
+    dropout: float = 0.0
+    deterministic_dim: int = 64
+    stochastic_dim: int = 8
+    num_categoricals: int = 8
+    ensemble_size: int = 3
+    jump_scales: tuple = (1.0, 0.5, 0.25)
+
+    def __post_init__(self):
+        self.hidden_dims = tuple(self.hidden_dims)
+        self.jump_scales = tuple(self.jump_scales)
+        o = "predictor."
+        _check_choice(o, "type", self.type, PREDICTOR_TYPES)
+        _check_int(o, "trajectory_rank", self.trajectory_rank, 1, 64)
+        _check_int(o, "feature_dim", self.feature_dim, 1, 4096)
+        _check_number(o, "l2_regularization", self.l2_regularization, 0.0)
+        if not self.hidden_dims:
+            raise ValueError(
+                "`predictor.hidden_dims` must not be empty. "
+                f"Received: hidden_dims={self.hidden_dims!r}"
+            )
+        for dim in self.hidden_dims:
+            _check_int(o, "hidden_dims", dim, 1, 65536)
+        _check_choice(
+            o,
+            "activation",
+            self.activation,
+            ("relu", "gelu", "tanh", "silu", "elu", "sigmoid"),
+        )
+        _check_number(o, "dropout", self.dropout, 0.0)
+        _check_range(o, "dropout", self.dropout, None, 0.99)
+        _check_int(o, "deterministic_dim", self.deterministic_dim, 1, 4096)
+        _check_int(o, "stochastic_dim", self.stochastic_dim, 1, 1024)
+        _check_int(o, "num_categoricals", self.num_categoricals, 2, 1024)
+        _check_int(o, "ensemble_size", self.ensemble_size, 1, 32)
+        if not self.jump_scales:
+            raise ValueError(
+                "`predictor.jump_scales` must not be empty. "
+                f"Received: jump_scales={self.jump_scales!r}"
+            )
+        for scale in self.jump_scales:
+            _check_number(o, "jump_scales", scale, 0.0, 10.0, low_open=True)
+
+
+@dataclasses.dataclass
+class DivergenceConfig:
+    """Thresholds of the divergence monitor.
+
+    Args:
+        loss_sigma: a PREDICT-phase loss more than this many standard
+            deviations above the FULL-phase loss mean ends the prediction.
+        grad_explosion_factor: gradient norm above this multiple of its
+            running baseline is an explosion.
+        grad_vanishing_factor: gradient norm below this multiple of its
+            running baseline is vanishing.
+        prediction_error: relative error of a predicted loss above which the
+            prediction counts as wrong.
+        oscillation_sign_changes: more sign changes of the loss difference
+            than this within `oscillation_window` steps is an oscillation.
+        oscillation_window: window of the oscillation check, in steps.
+        check_interval_steps: how often the monitor runs, in steps.
+        max_consecutive_failures: rejected predictions in a row after which
+            prediction pauses for `cooldown_phases` FULL phases.
+        cooldown_phases: FULL phases to run after repeated failures.
+    """
+
+    loss_sigma: float = 3.0
+    grad_explosion_factor: float = 10.0
+    grad_vanishing_factor: float = 0.01
+    prediction_error: float = 0.2
+    oscillation_sign_changes: int = 5
+    oscillation_window: int = 10
+    check_interval_steps: int = 1
+    max_consecutive_failures: int = 3
+    cooldown_phases: int = 2
+
+    def __post_init__(self):
+        o = "divergence."
+        _check_number(o, "loss_sigma", self.loss_sigma, 0.0, low_open=True)
+        _check_number(
+            o, "grad_explosion_factor", self.grad_explosion_factor, 1.0,
+            low_open=True,
+        )
+        _check_number(
+            o, "grad_vanishing_factor", self.grad_vanishing_factor, 0.0, 1.0,
+            low_open=True,
+        )
+        _check_number(
+            o, "prediction_error", self.prediction_error, 0.0, low_open=True
+        )
+        _check_int(
+            o, "oscillation_sign_changes", self.oscillation_sign_changes, 1
+        )
+        _check_int(o, "oscillation_window", self.oscillation_window, 2)
+        _check_int(o, "check_interval_steps", self.check_interval_steps, 1)
+        _check_int(
+            o, "max_consecutive_failures", self.max_consecutive_failures, 1
+        )
+        _check_int(o, "cooldown_phases", self.cooldown_phases, 0)
+
+
+@dataclasses.dataclass
+class MetricsConfig:
+    """What the callback logs.
+
+    Args:
+        log_to_progbar: add `phase`, `confidence` and `backward_reduction` to
+            the logs (progress bar and History).
+        report_path: if set, the JSON training report is written there at the
+            end of training.
+    """
+
+    log_to_progbar: bool = True
+    report_path: str = None
+
+    def __post_init__(self):
+        _check_bool("metrics.", "log_to_progbar", self.log_to_progbar)
+        _check_optional_str("metrics.", "report_path", self.report_path)
+
+
+@dataclasses.dataclass
+class CheckpointConfig:
+    """Periodic checkpoints.
+
+    Args:
+        directory: where checkpoints go; `None` disables periodic saving.
+        save_interval: save every this many steps (0: never).
+        keep_last_n: how many checkpoints to keep.
+        include_predictor: save the dynamics model's state too.
+    """
+
+    directory: str = None
+    save_interval: int = 0
+    keep_last_n: int = 3
+    include_predictor: bool = True
+
+    def __post_init__(self):
+        o = "checkpoint."
+        _check_optional_str(o, "directory", self.directory)
+        _check_int(o, "save_interval", self.save_interval, 0)
+        _check_int(o, "keep_last_n", self.keep_last_n, 1)
+        _check_bool(o, "include_predictor", self.include_predictor)
+
+
+_SECTIONS = {
+    "predictor": PredictorConfig,
+    "divergence": DivergenceConfig,
+    "metrics": MetricsConfig,
+    "checkpoint": CheckpointConfig,
+}
+
+
+@dataclasses.dataclass
+class HybridConfig:
+    """Configuration of predictive hybrid training.
+
+    Args:
+        warmup_steps: plain training steps before the first FULL phase.
+        full_steps: length of a FULL phase, in steps.
+        max_predict_steps: upper bound of a PREDICT phase, in steps.
+        min_predict_steps: lower bound of a PREDICT phase, in steps.
+        confidence_threshold: prediction starts only at a confidence at or
+            above this, in [0, 1].
+        divergence_threshold: standard deviations above the FULL-phase loss
+            mean at which a per-step prediction is stopped.
+        correction_interval: inside PREDICT, run one real gradient step every
+            this many steps (0: never).
+        correct_steps: length of the CORRECT phase that follows PREDICT.
+        predict_mode: `"jump"` (one whole-phase weight change, verified by
+            forward checks, then no compute for the rest of the phase) or
+            `"per_step"` (the predicted per-step change applied on every
+            step, with a forward loss check on each batch).
+        validation_samples: batches used by the forward checks of a jump.
+        loss_tolerance: a jump is accepted only if its checked loss is at most
+            `(1 + loss_tolerance)` times the loss of the weights it replaces.
+        horizon_decay: factor applied to the horizon for each consecutive
+            PREDICT phase (1.0: no penalty).
+        predictor_memory_budget_mb: memory the dynamics model may use.
+        collect_metrics: collect predictor overhead timings for the report.
+        seed: seed of the callback's own randomness.
+        predictor, divergence, metrics, checkpoint: the sub-configs.
+
+    Example:
+
+    ```python
+    config = HybridConfig.preset("balanced")
+    config = HybridConfig.from_yaml("configs/balanced.yaml")
+    config = HybridConfig(warmup_steps=50, predictor={"type": "linear"})
+    ```
+    """
+
+    warmup_steps: int = 100
+    full_steps: int = 20
+    max_predict_steps: int = 80
+    min_predict_steps: int = 10
+    confidence_threshold: float = 0.85
+    divergence_threshold: float = 3.0
+    correction_interval: int = 0
+    correct_steps: int = 2
+    predict_mode: str = "jump"
+    validation_samples: int = 4
+    loss_tolerance: float = 0.0
+    horizon_decay: float = 0.9
+    predictor_memory_budget_mb: float = 50.0
+    collect_metrics: bool = True
+    seed: int = 0
+    predictor: PredictorConfig = dataclasses.field(
+        default_factory=PredictorConfig
+    )
+    divergence: DivergenceConfig = dataclasses.field(
+        default_factory=DivergenceConfig
+    )
+    metrics: MetricsConfig = dataclasses.field(default_factory=MetricsConfig)
+    checkpoint: CheckpointConfig = dataclasses.field(
+        default_factory=CheckpointConfig
+    )
+
+    def __post_init__(self):
+        for name, cls in _SECTIONS.items():
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                setattr(self, name, _build(cls, value, prefix=f"{name}."))
+            elif not isinstance(value, cls):
+                raise ValueError(
+                    f"`{name}` must be a dict or a {cls.__name__}. "
+                    f"Received: {name}={value!r}"
+                )
+        _check_int("", "warmup_steps", self.warmup_steps, 0)
+        _check_int("", "full_steps", self.full_steps, 2)
+        _check_int("", "max_predict_steps", self.max_predict_steps, 1)
+        _check_int("", "min_predict_steps", self.min_predict_steps, 1)
+        if self.min_predict_steps > self.max_predict_steps:
+            raise ValueError(
+                "`min_predict_steps` must be <= `max_predict_steps`. "
+                f"Received: min_predict_steps={self.min_predict_steps}, "
+                f"max_predict_steps={self.max_predict_steps}"
+            )
+        _check_number(
+            "", "confidence_threshold", self.confidence_threshold, 0.0, 1.0
+        )
+        _check_number(
+            "", "divergence_threshold", self.divergence_threshold, 0.0,
+            low_open=True,
+        )
+        _check_int("", "correction_interval", self.correction_interval, 0)
+        _check_int("", "correct_steps", self.correct_steps, 1)
+        _check_choice("", "predict_mode", self.predict_mode, PREDICT_MODES)
+        _check_int("", "validation_samples", self.validation_samples, 1)
+        if (
+            self.predict_mode == "jump"
+            and self.validation_samples >= self.min_predict_steps
+        ):
+            raise ValueError(
+                "`validation_samples` must be < `min_predict_steps` in jump "
+                "mode (the checks run on the phase's first batches). "
+                f"Received: validation_samples={self.validation_samples}, "
+                f"min_predict_steps={self.min_predict_steps}"
+            )
+        _check_number("", "loss_tolerance", self.loss_tolerance, 0.0, 1.0)
+        _check_number(
+            "", "horizon_decay", self.horizon_decay, 0.0, 1.0, low_open=True
+        )
+        _check_number(
+            "",
+            "predictor_memory_budget_mb",
+            self.predictor_memory_budget_mb,
+            0.0,
+            low_open=True,
+        )
+        _check_bool("", "collect_metrics", self.collect_metrics)
+        _check_int("", "seed", self.seed, 0)
+
+    # ------------------------------------------------------------------ I/O
+    def to_dict(self):
+        """Returns the config as a plain, YAML-safe dict."""
+
+        def plain(value):
+            if isinstance(value, tuple):
+                return [plain(v) for v in value]
+            if isinstance(value, dict):
+                return {k: plain(v) for k, v in value.items()}
+            return value
+
+        return plain(dataclasses.asdict(self))
+
+    def to_yaml(self):
+        """Returns the config as a YAML string."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, config):
+        """Builds a config from a (possibly partial, nested) dict.
+
+        Unknown keys raise a `ValueError` that suggests the closest field.
+        """
+        if not isinstance(config, dict):
+            raise ValueError(
+                "`config` must be a dict. "
+                f"Received: config={config!r} of type {type(config).__name__}"
+            )
+        return _build(cls, config, prefix="")
+
+    @classmethod
+    def from_yaml(cls, path):
+        """Loads a config from a YAML file.
+
+        Args:
+            path: path of the YAML file. A top-level `preset: NAME` key starts
+                from that preset and overrides it with the other keys.
+        """
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise ValueError(
+                f"Config file not found. Received: path={path!r}"
+            )
+        with open(path, encoding="utf-8") as f:
+            try:
+                data = yaml.safe_load(f)
+            except yaml.YAMLError as e:
+                raise ValueError(
+                    f"Config file is not valid YAML ({e}). "
+                    f"Received: path={path!r}"
+                ) from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ValueError(
+                "A config file must hold a mapping at the top level. "
+                f"Received: path={path!r} holding {type(data).__name__}"
+            )
+        data = dict(data)
+        preset = data.pop("preset", None)
+        if preset is None:
+            return cls.from_dict(data)
+        return cls.from_dict(_merge(cls.preset(preset).to_dict(), data))
+
+    @classmethod
+    def preset(cls, name):
+        """Returns a named preset.
+
+        Args:
+            name: one of `"default"`, `"conservative"`, `"balanced"`,
+                `"aggressive"`.
+        """
+        _check_choice("", "preset", name, PRESET_NAMES)
+        return cls.from_dict(copy.deepcopy(_PRESETS[name]))
+
+    @classmethod
+    def resolve(cls, config):
+        """Turns `None`, a preset name, a YAML path, a dict or a config into a
+        `HybridConfig`."""
+        if config is None:
+            return cls()
+        if isinstance(config, HybridConfig):
+            return config
+        if isinstance(config, dict):
+            return cls.from_dict(config)
+        if isinstance(config, (str, os.PathLike)):
+            if str(config) in PRESET_NAMES:
+                return cls.preset(str(config))
+            return cls.from_yaml(config)
+        raise ValueError(
+            "`config` must be a HybridConfig, a dict, a preset name "
+            f"{list(PRESET_NAMES)} or a YAML path. Received: config={config!r}"
+        )
+
+
+def _build(cls, values, prefix):
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in values:
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" Did you mean `{prefix}{close[0]}`?" if close else ""
+            raise ValueError(
+                f"Unknown config field `{prefix}{key}`.{hint} "
+                f"Allowed fields: {names}. Received: {key}={values[key]!r}"
+            )
+    return cls(**values)
+
+
+def _merge(base, override):
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+# Presets differ from the defaults only in the fields listed here.
+# `configs/<name>.yaml` are generated from these (see tests/test_config.py).
+_PRESETS = {
+    "default": {},
+    "conservative": {
+        "warmup_steps": 200,
+        "full_steps": 40,
+        "max_predict_steps": 40,
+        "confidence_threshold": 0.9,
+        "correction_interval": 10,
+        "loss_tolerance": 0.0,
+        "divergence": {"loss_sigma": 2.0},
+    },
+    "balanced": {
+        "max_predict_steps": 75,
+        "correction_interval": 15,
+        "confidence_threshold": 0.60,
+    },
+    "aggressive": {
+        "warmup_steps": 50,
+        "full_steps": 20,
+        "max_predict_steps": 160,
+        "confidence_threshold": 0.5,
+        "correction_interval": 0,
+        "loss_tolerance": 0.02,
+        "horizon_decay": 1.0,
+    },
+}

@@ -1,0 +1,51 @@
+"""The interface every dynamics model implements."""
+
+import dataclasses
+
+
+@dataclasses.dataclass
+class PhaseOutcome:
+    """What a predictor expects of a PREDICT phase.
+
+    Attributes:
+        targets: callable `scale -> list of weight tensors`: the weights after
+            `scale * phase_length` steps.
+        per_step_delta: list of tensors: the weight change of one step.
+        start: list of tensors: the (denoised) weights to start from.
+        predicted_loss: expected training loss at the end of the phase.
+        loss_bounds: `(low, high)` for `predicted_loss`.
+    """
+
+    targets: object
+    per_step_delta: list
+    start: list
+    predicted_loss: float
+    loss_bounds: tuple
+
+
+class Predictor:
+    """Base class of the dynamics models."""
+
+    def ready(self):
+        """Whether a prediction can be made at all."""
+        raise NotImplementedError
+
+    def predict_phase_outcome(self, state, phase_length):
+        """Returns a `PhaseOutcome` for a PREDICT phase of `phase_length`."""
+        raise NotImplementedError
+
+    def update_from_observation(self, before, after, loss_trajectory):
+        """Learns from a FULL phase: states before/after and its losses."""
+        raise NotImplementedError
+
+    def prediction_confidence(self, state):
+        """Probability-like confidence in [0, 1] that a prediction holds."""
+        raise NotImplementedError
+
+    def record_outcome(self, accepted, predicted_loss=None, actual_loss=None):
+        """Learns from how a PREDICT phase went."""
+        raise NotImplementedError
+
+    def memory_mb(self):
+        """Memory the predictor holds."""
+        return 0.0

@@ -1,0 +1,110 @@
+"""`LinearTrajectoryPredictor`: the cheap default dynamics model.
+
+Weights: the phase's averaged trajectory is extended along its per-step drift
+(`WeightTrajectory.target`). Loss: a log-linear fit of the recent FULL-phase
+losses, extrapolated to the end of the phase and corrected by the learned
+bias of past forecasts. Confidence: the recent acceptance rate of its jumps
+times the agreement of the last two drift directions.
+"""
+
+import math
+
+import numpy as np
+
+from keras_hybrid.dynamics.base import PhaseOutcome
+from keras_hybrid.dynamics.base import Predictor
+
+
+class LinearTrajectoryPredictor(Predictor):
+    """Trajectory-based linear predictor.
+
+    Args:
+        config: the `HybridConfig`.
+        trajectory: the `WeightTrajectory` it reads.
+    """
+
+    def __init__(self, config, trajectory):
+        self.config = config
+        self.trajectory = trajectory
+        self.acceptance = 1.0
+        self.log_loss_bias = 0.0
+        self.consistency = None
+        self.cosines = []
+        self.loss_pairs = []
+        self._pending_forecast = None
+
+    def ready(self):
+        return self.trajectory.drift is not None
+
+    # -------------------------------------------------------------- loss
+    def _forecast(self, state, steps_ahead):
+        recent = state.recent_full_losses(2 * self.config.full_steps)
+        if len(recent) < 4:
+            return None, (None, None)
+        steps, losses = map(np.asarray, zip(*recent))
+        t = steps - steps[-1]
+        logs = np.log(np.maximum(losses, 1e-12))
+        slope, intercept = np.polyfit(t, logs, 1)
+        resid = np.std(logs - (intercept + slope * t))
+        centre = intercept + slope * steps_ahead + self.log_loss_bias
+        return (
+            float(math.exp(centre)),
+            (float(math.exp(centre - 2 * resid)),
+             float(math.exp(centre + 2 * resid))),
+        )
+
+    # -------------------------------------------------------------- API
+    def predict_phase_outcome(self, state, phase_length):
+        tr = self.trajectory
+        loss, bounds = self._forecast(state, phase_length)
+        return PhaseOutcome(
+            targets=lambda scale: tr.target(scale * phase_length),
+            per_step_delta=list(tr.drift),
+            start=tr.target(0.0),
+            predicted_loss=loss,
+            loss_bounds=bounds,
+        )
+
+    def update_from_observation(self, before, after, loss_trajectory):
+        """Called at the end of every FULL phase.
+
+        Args:
+            before: the `TrainingState` features at the phase start.
+            after: the `TrainingState` at the phase end.
+            loss_trajectory: `(step, loss)` pairs of the phase.
+        """
+        del before
+        if self._pending_forecast is not None and loss_trajectory:
+            tail = [l for _, l in loss_trajectory[-4:]]
+            self.loss_pairs.append((self._pending_forecast, float(np.mean(tail))))
+        self.consistency = self.trajectory.drift_consistency()
+        if self.consistency is not None:
+            self.cosines.append(self.consistency)
+        # Without attempts, the acceptance estimate relaxes to its prior.
+        self.acceptance += 0.1 * (1.0 - self.acceptance)
+        forecast, _ = self._forecast(after, self.config.full_steps)
+        self._pending_forecast = forecast
+
+    def prediction_confidence(self, state):
+        del state
+        if not self.ready() or self.consistency is None:
+            return 0.0
+        agreement = 0.5 + 0.5 * max(self.consistency, 0.0)
+        return float(self.acceptance * agreement)
+
+    def record_outcome(self, accepted, predicted_loss=None, actual_loss=None):
+        self.acceptance = 0.7 * self.acceptance + 0.3 * float(bool(accepted))
+        self._pending_forecast = None
+        if (
+            predicted_loss is not None
+            and actual_loss is not None
+            and predicted_loss > 0
+            and actual_loss > 0
+            and math.isfinite(actual_loss)
+        ):
+            self.loss_pairs.append((float(predicted_loss), float(actual_loss)))
+            error = math.log(actual_loss) - math.log(predicted_loss)
+            self.log_loss_bias += 0.3 * error
+
+    def memory_mb(self):
+        return self.trajectory.memory_mb()

@@ -1,0 +1,171 @@
+"""`HybridModel`: a `keras.Model` whose training loop can skip backward
+passes."""
+
+import keras
+
+from keras_hybrid import backends
+from keras_hybrid.backends import common
+
+
+@keras.saving.register_keras_serializable(package="keras_hybrid")
+class HybridModel(keras.Model):
+    """A `keras.Model` that trains in predictive hybrid phases.
+
+    Use it like `keras.Model`: subclass it, build it functionally
+    (`HybridModel(inputs, outputs)`), or wrap a model you already have with
+    `HybridModel.wrap(model)`. Without a `HybridPredictCallback` it trains
+    exactly like a plain Keras model. With one, each call of the train
+    function runs the compiled step of the current phase: a full
+    forward/backward step, a forward-only PREDICT step (no gradient
+    computation at all), or no compute for the rest of a predicted jump.
+
+    Example:
+
+    ```python
+    model = keras_hybrid.HybridModel.wrap(my_model)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    callback = keras_hybrid.HybridPredictCallback("balanced")
+    model.fit(x, y, epochs=5, callbacks=[callback])
+    print(callback.report()["training_summary"])
+    ```
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._hybrid_runner = None
+        self._hybrid_pending_full = 0
+        self.hybrid_config = None
+
+    # ---------------------------------------------------------- wrapping
+    @classmethod
+    def wrap(cls, model, config=None):
+        """Wraps an existing Keras model.
+
+        The wrapper trains the same variables as `model` (nothing is copied);
+        compile the wrapper, not the inner model.
+
+        Args:
+            model: a `keras.Model` (Sequential, functional or subclassed).
+            config: optional `HybridConfig` (or preset name, YAML path, dict)
+                used by a `HybridPredictCallback` created without a config.
+
+        Returns:
+            A `HybridModel`.
+        """
+        if not isinstance(model, keras.Model):
+            raise ValueError(
+                "`model` must be a keras.Model. "
+                f"Received: model={model!r} of type {type(model).__name__}"
+            )
+        if isinstance(model, HybridModel):
+            raise ValueError(
+                "`model` is already a HybridModel; use it directly. "
+                f"Received: model={model.name!r}"
+            )
+        wrapped = WrappedHybridModel(model, name=f"hybrid_{model.name}")
+        if config is not None:
+            from keras_hybrid.config import HybridConfig
+
+            wrapped.hybrid_config = HybridConfig.resolve(config)
+        return wrapped
+
+    # ----------------------------------------------------- train function
+    def train_step(self, data):
+        """A full training step that also reports the batch loss and the
+        gradient norm to the hybrid runner (hidden from the logs)."""
+        return backends.get().train_step(self, data)
+
+    def make_train_function(self, force=False):
+        if self.train_function is not None and not force:
+            return self.train_function
+        super().make_train_function(force=True)
+        full = self.train_function
+
+        def dispatch(iterator):
+            runner = self._hybrid_runner
+            if runner is None:
+                return common.pop_stats(full(iterator))[0]
+            return runner.run(iterator)
+
+        self.train_function = dispatch
+        return dispatch
+
+    # -------------------------------------------------------- attaching
+    def _attach_runner(self, runner):
+        self._hybrid_runner = runner
+        if runner is not None and self._hybrid_pending_full:
+            runner.force_full(self._hybrid_pending_full)
+            self._hybrid_pending_full = 0
+
+    # ------------------------------------------------------ conveniences
+    def force_full_phase(self, steps):
+        """Runs only FULL phases for the next `steps` steps (ends a running
+        prediction)."""
+        if self._hybrid_runner is None:
+            if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+                raise ValueError(
+                    "`steps` must be a non-negative integer. "
+                    f"Received: steps={steps!r}"
+                )
+            self._hybrid_pending_full = steps
+        else:
+            self._hybrid_runner.force_full(steps)
+
+    @property
+    def current_confidence(self):
+        """The predictor's confidence, or `None` outside hybrid training."""
+        runner = self._hybrid_runner
+        return None if runner is None else runner.confidence
+
+    @property
+    def current_phase(self):
+        """The current `Phase`, or `None` outside hybrid training."""
+        runner = self._hybrid_runner
+        return None if runner is None else runner.controller.phase
+
+    def statistics(self):
+        """Training summary of the current or last hybrid `fit()` (a dict;
+        empty before any)."""
+        runner = getattr(self, "_hybrid_last_runner", None)
+        runner = self._hybrid_runner or runner
+        if runner is None:
+            return {}
+        from keras_hybrid.report import build_report
+
+        return build_report(runner)["training_summary"]
+
+
+@keras.saving.register_keras_serializable(package="keras_hybrid")
+class WrappedHybridModel(HybridModel):
+    """A `HybridModel` around an existing model (see `HybridModel.wrap`).
+
+    Args:
+        model: the wrapped `keras.Model`.
+    """
+
+    def __init__(self, model, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = model
+        if model.built:
+            self.built = True
+
+    def call(self, inputs, training=None):
+        return self.inner(inputs, training=training)
+
+    def build(self, input_shape):
+        if not self.inner.built:
+            self.inner.build(input_shape)
+        self.built = True
+
+    def get_config(self):
+        config = super().get_config()
+        config["model"] = keras.saving.serialize_keras_object(self.inner)
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        inner = keras.saving.deserialize_keras_object(
+            config.pop("model"), custom_objects=custom_objects
+        )
+        return cls(inner, **config)

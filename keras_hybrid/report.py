@@ -1,0 +1,186 @@
+"""Run statistics and the JSON training report.
+
+Every figure in the report is measured during the run; one that was not
+measured is `None` (JSON `null`), never invented. The wall-clock speedup needs
+a baseline run, so it is always `None` here; `keras-hybrid bench` fills it.
+"""
+
+import collections
+import json
+import math
+import os
+
+import numpy as np
+
+from keras_hybrid.phases import Phase
+
+REPORT_VERSION = 1
+
+
+class RunStatistics:
+    """Counters and timings of one hybrid `fit()`."""
+
+    def __init__(self):
+        self.steps = collections.Counter()
+        self.backward = 0
+        self.forward = 0
+        self.corrections = 0
+        self.predictions_attempted = 0
+        self.predictions_accepted = 0
+        self.predictions_rejected = 0
+        self.events = []
+        self.jumps = []
+        self.confidences = []
+        self.weight_cosines = []
+        self.loss_pairs = []
+        self.step_times = collections.defaultdict(list)
+        self.overhead = collections.Counter()
+
+    def count(self, phase, backward=0, forward=0, steps=0):
+        self.steps[Phase(phase).name] += steps
+        self.backward += backward
+        self.forward += forward
+
+    def add_time(self, kind, seconds):
+        self.step_times[kind].append(seconds)
+
+    def add_overhead(self, kind, seconds):
+        self.overhead[kind] += seconds
+
+    def event(self, step, signal, outcome):
+        self.events.append({"step": int(step), "signal": signal,
+                            "outcome": outcome})
+
+    def loss_prediction(self, predicted, actual):
+        if predicted is not None and actual is not None:
+            self.loss_pairs.append((float(predicted), float(actual)))
+
+    @property
+    def total_steps(self):
+        return int(sum(self.steps.values()))
+
+    def backward_reduction(self):
+        total = self.total_steps
+        return 0.0 if total == 0 else 1.0 - self.backward / total
+
+    def median_step_time(self, kind):
+        """Median seconds of one call of `kind`, skipping the first (trace)."""
+        times = self.step_times.get(kind, [])[1:]
+        return float(np.median(times)) if times else None
+
+
+def _mean(values):
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(values)) if values else None
+
+
+def _correlation(pairs):
+    if len(pairs) < 3:
+        return None
+    a, b = map(np.asarray, zip(*pairs))
+    if np.std(a) == 0 or np.std(b) == 0:
+        return None
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def build_report(runner, wall_time=None, final_loss=None):
+    """Returns the training report of a runner as a JSON-safe dict."""
+    stats = runner.stats
+    history = runner.controller.history
+    predicts = [r.length for r in history if r.phase == "PREDICT"]
+    total_time = sum(sum(t) for t in stats.step_times.values())
+    overhead_s = sum(stats.overhead.values())
+    steps_seen = max(len(stats.step_times.get("full", []))
+                     + len(stats.step_times.get("full_collect", [])), 1)
+    pairs = stats.loss_pairs
+    summary = {
+        "total_steps": stats.total_steps,
+        "warmup_steps": stats.steps["WARMUP"],
+        "full_steps": stats.steps["FULL"],
+        "predict_steps": stats.steps["PREDICT"],
+        "correct_steps": stats.steps["CORRECT"],
+        "backward_passes": stats.backward,
+        "forward_passes": stats.forward,
+        "corrections": stats.corrections,
+        "backward_reduction_pct": 100.0 * stats.backward_reduction(),
+        "predictions_attempted": stats.predictions_attempted,
+        "predictions_accepted": stats.predictions_accepted,
+        "predictions_rejected": stats.predictions_rejected,
+        "final_loss": final_loss,
+        "wall_time_s": wall_time,
+        "wall_clock_speedup": None,
+    }
+    phase_statistics = {
+        "avg_predict_length": _mean(predicts),
+        "max_predict_length": max(predicts) if predicts else None,
+        "avg_confidence": _mean(stats.confidences),
+        "prediction_accuracy": {
+            "loss_mae": _mean([abs(p - a) for p, a in pairs]),
+            "loss_correlation": _correlation(pairs),
+            "weight_cosine_similarity": _mean(stats.weight_cosines),
+        },
+        "median_call_time_ms": {
+            kind: 1e3 * stats.median_step_time(kind)
+            for kind in sorted(stats.step_times)
+            if stats.median_step_time(kind) is not None
+        },
+    }
+    overhead = {
+        "encode_ms": 1e3 * stats.overhead["encode"] / steps_seen,
+        "predict_ms": 1e3 * stats.overhead["predict"]
+        / max(stats.predictions_attempted, 1),
+        "update_ms": 1e3 * stats.overhead["update"]
+        / max(sum(r.phase == "FULL" for r in history), 1),
+        "memory_used_mb": runner.predictor.memory_mb(),
+        "pct_of_step_time": (
+            100.0 * overhead_s / total_time if total_time > 0 else None
+        ),
+    }
+    return clean_json({
+        "version": REPORT_VERSION,
+        "config": runner.config.to_dict(),
+        "training_summary": summary,
+        "phase_statistics": phase_statistics,
+        "divergence_events": list(stats.events),
+        "predictor_overhead": overhead,
+        "jumps": list(stats.jumps),
+        "phases": [
+            {
+                "phase": r.phase,
+                "start_step": r.start_step,
+                "length": r.length,
+                "planned_length": r.planned_length,
+                "outcome": r.outcome,
+                "confidence": r.confidence,
+            }
+            for r in history
+            if r.length > 0
+        ],
+    })
+
+
+def clean_json(value):
+    """Replaces non-finite floats by `None` and numpy scalars by Python ones,
+    recursively, so that the result is strict JSON."""
+    if isinstance(value, dict):
+        return {str(k): clean_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean_json(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def save_report(report, path):
+    """Writes a report as JSON (atomically: temporary file, then rename)."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(clean_json(report), f, indent=2, allow_nan=False)
+    os.replace(tmp, path)
+    return path
+

@@ -1,0 +1,328 @@
+"""`HybridRunner`: runs one fit-loop call in the phase the controller chose.
+
+The model's train function dispatches here while a `HybridPredictCallback` is
+attached. Per call it runs exactly one of the compiled functions (FULL,
+per-step PREDICT) or a Python-side action (store a check batch, skip a batch,
+run the jump's forward line search), feeds the statistics to the state,
+predictor and report, and advances the controller.
+"""
+
+import math
+import time
+
+import keras
+import numpy as np
+
+from keras_hybrid import backends
+from keras_hybrid import dynamics
+from keras_hybrid.backends import common
+from keras_hybrid.phases import Phase
+from keras_hybrid.phases import PhaseController
+from keras_hybrid.report import RunStatistics
+from keras_hybrid.state import TrainingState
+from keras_hybrid.trajectory import WeightTrajectory
+from keras_hybrid.trajectory import all_finite
+from keras_hybrid.trajectory import restore
+from keras_hybrid.trajectory import snapshot
+
+
+class HybridRunner:
+    """Drives hybrid training for one `fit()`.
+
+    Args:
+        model: the `HybridModel` being trained (compiled and built).
+        config: a validated `HybridConfig`.
+    """
+
+    def __init__(self, model, config):
+        self.model = model
+        self.config = config
+        self.backend = backends.get()
+        self.variables = list(model.trainable_variables)
+        self.trajectory = WeightTrajectory(self.variables)
+        self.deltas = [
+            keras.Variable(
+                keras.ops.zeros(v.shape, dtype=v.dtype),
+                trainable=False,
+                name=f"hybrid_delta_{i}",
+            )
+            for i, v in enumerate(self.variables)
+        ]
+        self.functions = self.backend.make_phase_functions(
+            model, self.trajectory.accumulators, self.deltas
+        )
+        self.controller = PhaseController(config)
+        self.state = TrainingState()
+        self.predictor = dynamics.get(config, self.trajectory)
+        self.stats = RunStatistics()
+        self.steps_per_execution = int(model.steps_per_execution or 1)
+        self.confidence = 0.0
+        self.predicted_loss = None
+        self.last_logs = None
+        self._outcome = None
+        self._restore_point = None
+        self._check_batches = []
+        self._abort = None
+        self._loss_limit = None
+        self._phase_losses = []
+        self._phase_start_features = None
+        self._awaiting_correct_loss = False
+        if self.controller.phase == Phase.FULL:
+            self._start_full()
+
+    # ================================================================ step
+    def run(self, iterator):
+        """Runs one call of the fit loop (`steps_per_execution` batches)."""
+        start = time.perf_counter()
+        phase = self.controller.phase
+        if phase == Phase.PREDICT:
+            logs, kind = self._predict_call(iterator)
+        else:
+            logs, kind = self._full_call(iterator, collect=phase == Phase.FULL)
+        self.stats.add_time(kind, time.perf_counter() - start)
+        self.controller.advance(self.steps_per_execution)
+        if self._abort is not None:
+            self._end_predict(success=False, reason=self._abort)
+        elif self.controller.phase_done:
+            self._end_phase()
+        return self._decorate(logs, phase)
+
+    def _full_call(self, iterator, collect, kind=None):
+        function = self.functions["full_collect" if collect else "full"]
+        logs, stats = common.pop_stats(function(iterator))
+        n = self.steps_per_execution
+        self.stats.count(self.controller.phase, backward=n, forward=n,
+                         steps=n)
+        loss = stats.get(common.LOSS_KEY)
+        encode_start = time.perf_counter()
+        if loss is not None:
+            self.state.record(
+                self.controller.step + n,
+                loss,
+                stats.get(common.GRAD_NORM_KEY),
+            )
+            self._phase_losses.append((self.controller.step + n, loss))
+            if self._awaiting_correct_loss:
+                self._awaiting_correct_loss = False
+                self.predictor.record_outcome(
+                    True, self.predicted_loss, loss
+                )
+                self.stats.loss_prediction(self.predicted_loss, loss)
+        if collect:
+            self.trajectory.added(n)
+            half = self.controller.phase_length // 2
+            if (
+                self.trajectory.first_mean is None
+                and self.controller.phase_step + n >= half
+            ):
+                self.trajectory.close_half()
+        self.stats.add_overhead("encode", time.perf_counter() - encode_start)
+        self.last_logs = logs
+        return logs, kind or ("full_collect" if collect else "full")
+
+    def _predict_call(self, iterator):
+        c = self.controller
+        k = c.phase_step
+        interval = self.config.correction_interval
+        checking = self.config.predict_mode == "jump" and k < (
+            self.config.validation_samples
+        )
+        if (not checking and interval and k > 0 and k % interval == 0):
+            self.stats.corrections += 1
+            return self._full_call(iterator, collect=False, kind="correction")
+        if self.config.predict_mode == "per_step":
+            return self._per_step_call(iterator), "predict"
+        n = self.steps_per_execution
+        for _ in range(n):
+            batch = self.backend.next_batch(iterator)
+            if checking:
+                self._check_batches.append(batch)
+        self.model.optimizer.iterations.assign_add(n)
+        self.stats.count(Phase.PREDICT, steps=n)
+        if checking:
+            if len(self._check_batches) >= self.config.validation_samples:
+                self._line_search()
+            return self._cached_logs(), "check"
+        return self._cached_logs(), "skip"
+
+    def _per_step_call(self, iterator):
+        logs, stats = common.pop_stats(self.functions["predict"](iterator))
+        n = self.steps_per_execution
+        self.stats.count(Phase.PREDICT, forward=n, steps=n)
+        loss = stats.get(common.LOSS_KEY)
+        self.state.record(self.controller.step + n, loss, backward=False)
+        if loss is None or not math.isfinite(loss):
+            self._abort = "non_finite_loss"
+        elif self._loss_limit is not None and loss > self._loss_limit:
+            self._abort = "loss_sigma"
+        self.last_logs = logs
+        return logs
+
+    def _cached_logs(self):
+        if self.last_logs is None:
+            self.last_logs = dict(self.model.get_metrics_result())
+        return self.last_logs
+
+    # ========================================================== phases
+    def _start_full(self):
+        self.trajectory.start_phase()
+        self._phase_losses = []
+        self._phase_start_features = self.state.features()
+
+    def _end_phase(self):
+        c = self.controller
+        if c.phase in (Phase.WARMUP, Phase.CORRECT):
+            c.transition(Phase.FULL, outcome="completed")
+            self._start_full()
+        elif c.phase == Phase.FULL:
+            self._end_full()
+        elif c.phase == Phase.PREDICT:
+            self._end_predict(success=True, reason="completed")
+
+    def _end_full(self):
+        c = self.controller
+        start = time.perf_counter()
+        have_drift = self.trajectory.finish_phase()
+        self.predictor.update_from_observation(
+            self._phase_start_features, self.state, self._phase_losses
+        )
+        self.confidence = self.predictor.prediction_confidence(self.state)
+        self.stats.confidences.append(self.confidence)
+        cos = self.trajectory.drift_consistency()
+        if cos is not None:
+            self.stats.weight_cosines.append(cos)
+        self.stats.add_overhead("update", time.perf_counter() - start)
+        if have_drift and self.predictor.ready() and c.can_predict(
+            self.confidence
+        ):
+            if self._start_predict():
+                return
+        c.transition(Phase.FULL, outcome="completed")
+        self._start_full()
+
+    def _start_predict(self):
+        """Prepares a PREDICT phase; returns False if the prediction is
+        unusable (non-finite), in which case FULL continues."""
+        c = self.controller
+        start = time.perf_counter()
+        length = c.horizon(self.confidence)
+        outcome = self.predictor.predict_phase_outcome(self.state, length)
+        self.stats.add_overhead("predict", time.perf_counter() - start)
+        if not (all_finite(outcome.per_step_delta) and all_finite(outcome.start)):
+            self.stats.event(
+                c.step, "non_finite_prediction", "rejected_before_apply"
+            )
+            self.predictor.record_outcome(False)
+            c.record_prediction(False)
+            return False
+        c.transition(
+            Phase.PREDICT, length, outcome="completed",
+            confidence=self.confidence,
+        )
+        self._outcome = outcome
+        self.predicted_loss = outcome.predicted_loss
+        self._restore_point = snapshot(self.variables)
+        self._check_batches = []
+        self.stats.predictions_attempted += 1
+        if self.config.predict_mode == "per_step":
+            restore(self.variables, outcome.start)
+            for delta, value in zip(self.deltas, outcome.per_step_delta):
+                delta.assign(value)
+            moments = self.state.full_loss
+            if moments.mean is not None:
+                self._loss_limit = moments.mean + (
+                    self.config.divergence_threshold * max(
+                        moments.std, 1e-3 * abs(moments.mean)
+                    )
+                )
+        return True
+
+    def _line_search(self):
+        """Forward checks of the jump at each scale; applies the best one
+        or restores the weights exactly."""
+        start = time.perf_counter()
+        batches = self._check_batches
+        evaluate = self.functions["eval_loss"]
+
+        def mean_loss():
+            values = [
+                float(keras.ops.convert_to_numpy(evaluate(b))) for b in batches
+            ]
+            self.stats.count(Phase.PREDICT, forward=len(values))
+            return float(np.mean(values))
+
+        base = mean_loss()
+        best_loss, best = base, None
+        tried = []
+        for scale in self.config.predictor.jump_scales:
+            candidate = self._outcome.targets(scale)
+            if not all_finite(candidate):
+                self.stats.event(
+                    self.controller.step, "non_finite_prediction",
+                    "rejected_before_apply",
+                )
+                continue
+            restore(self.variables, candidate)
+            loss = mean_loss()
+            tried.append((scale, loss))
+            if math.isfinite(loss) and loss < best_loss:
+                best_loss, best = loss, (scale, candidate)
+        limit = base * (1.0 + self.config.loss_tolerance)
+        self._check_batches = []
+        self.stats.add_overhead("predict", time.perf_counter() - start)
+        self.stats.jumps.append(
+            {"step": self.controller.step, "base_loss": base, "tried": tried,
+             "accepted_scale": best[0] if best else None}
+        )
+        if best is not None and best_loss <= limit:
+            restore(self.variables, best[1])
+            return
+        restore(self.variables, self._restore_point)
+        self._abort = "forward_check"
+
+    def _end_predict(self, success, reason):
+        c = self.controller
+        self._abort = None
+        self._loss_limit = None
+        if success:
+            self.stats.predictions_accepted += 1
+            c.record_prediction(True)
+            self._awaiting_correct_loss = self.predicted_loss is not None
+            c.transition(Phase.CORRECT, outcome="completed")
+        else:
+            restore(self.variables, self._restore_point)
+            self.stats.predictions_rejected += 1
+            self.stats.event(c.step, reason, "weights_restored")
+            self.predictor.record_outcome(False)
+            c.record_prediction(False)
+            c.transition(Phase.FULL, outcome=f"rejected:{reason}")
+            self._start_full()
+        self._restore_point = None
+        self._outcome = None
+
+    # ============================================================ logs
+    def _decorate(self, logs, phase):
+        if not self.config.metrics.log_to_progbar:
+            return logs
+        logs = dict(logs)
+        logs["phase"] = int(phase)
+        logs["confidence"] = float(self.confidence)
+        logs["backward_reduction"] = self.stats.backward_reduction()
+        logs["predicted_loss"] = (
+            float(self.predicted_loss)
+            if self.predicted_loss is not None
+            else float("nan")
+        )
+        return logs
+
+    def force_full(self, steps):
+        """Ends a running prediction (keeping its verified weights) and runs
+        FULL phases for at least `steps` steps."""
+        c = self.controller
+        c.force_full(steps)
+        if c.phase == Phase.PREDICT:
+            if self.config.predict_mode == "jump" and self._check_batches:
+                # The jump was not verified yet: undo it like a rejection.
+                self._end_predict(success=False, reason="forced_full")
+            else:
+                self._end_predict(success=True, reason="forced_full")
