@@ -3,6 +3,11 @@ passes."""
 
 import keras
 
+# Private Keras modules, used only to build functional-style HybridModels
+# without Keras mutating HybridModel's class hierarchy.
+from keras.src.models import functional as _functional
+from keras.src.models import model as _trainer
+
 from keras_hybrid import backends
 from keras_hybrid.backends import common
 
@@ -30,8 +35,19 @@ class HybridModel(keras.Model):
     ```
     """
 
+    def __new__(cls, *args, **kwargs):
+        # `HybridModel(inputs, outputs)` builds a `FunctionalHybridModel`.
+        # Keras would otherwise inject `Functional` into this class's own
+        # bases, breaking every later subclassed `HybridModel`.
+        if cls is HybridModel and _functional_arguments(args, kwargs):
+            return keras.Model.__new__(FunctionalHybridModel)
+        return super().__new__(cls, *args, **kwargs)
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self._hybrid_init()
+
+    def _hybrid_init(self):
         self._hybrid_runner = None
         self._hybrid_pending_full = 0
         self.hybrid_config = None
@@ -80,6 +96,7 @@ class HybridModel(keras.Model):
             return self.train_function
         super().make_train_function(force=True)
         full = self.train_function
+        self._hybrid_plain_train = full
 
         def dispatch(iterator):
             runner = self._hybrid_runner
@@ -133,6 +150,25 @@ class HybridModel(keras.Model):
         from keras_hybrid.report import build_report
 
         return build_report(runner)["training_summary"]
+
+
+def _functional_arguments(args, kwargs):
+    return (len(args) == 2) or (len(args) == 1 and "outputs" in kwargs) or (
+        "inputs" in kwargs and "outputs" in kwargs
+    )
+
+
+@keras.saving.register_keras_serializable(package="keras_hybrid")
+class FunctionalHybridModel(HybridModel, _functional.Functional):
+    """A `HybridModel` built from inputs and outputs:
+    `HybridModel(inputs, outputs)`."""
+
+    def __init__(self, inputs, outputs, name=None, **kwargs):
+        _trainer.Trainer.__init__(self)
+        _functional.Functional.__init__(
+            self, inputs, outputs, name=name, **kwargs
+        )
+        self._hybrid_init()
 
 
 @keras.saving.register_keras_serializable(package="keras_hybrid")

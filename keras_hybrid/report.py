@@ -131,7 +131,9 @@ def build_report(runner, wall_time=None, final_loss=None):
         / max(stats.predictions_attempted, 1),
         "update_ms": 1e3 * stats.overhead["update"]
         / max(sum(r.phase == "FULL" for r in history), 1),
-        "memory_used_mb": runner.predictor.memory_mb(),
+        "memory_used_mb": (
+            runner.predictor.memory_mb() if runner.predictor else None
+        ),
         "pct_of_step_time": (
             100.0 * overhead_s / total_time if total_time > 0 else None
         ),

@@ -38,22 +38,13 @@ class HybridRunner:
         self.model = model
         self.config = config
         self.backend = backends.get()
-        self.variables = list(model.trainable_variables)
-        self.trajectory = WeightTrajectory(self.variables)
-        self.deltas = [
-            keras.Variable(
-                keras.ops.zeros(v.shape, dtype=v.dtype),
-                trainable=False,
-                name=f"hybrid_delta_{i}",
-            )
-            for i, v in enumerate(self.variables)
-        ]
-        self.functions = self.backend.make_phase_functions(
-            model, self.trajectory.accumulators, self.deltas
-        )
+        self.variables = None
+        self.trajectory = None
+        self.deltas = None
+        self.functions = None
+        self.predictor = None
         self.controller = PhaseController(config)
         self.state = TrainingState()
-        self.predictor = dynamics.get(config, self.trajectory)
         self.stats = RunStatistics()
         self.steps_per_execution = int(model.steps_per_execution or 1)
         self.confidence = 0.0
@@ -67,6 +58,26 @@ class HybridRunner:
         self._phase_losses = []
         self._phase_start_features = None
         self._awaiting_correct_loss = False
+        if model.trainable_variables:
+            self._setup()
+
+    def _setup(self):
+        """Creates what depends on the model's variables (once built)."""
+        model = self.model
+        self.variables = list(model.trainable_variables)
+        self.trajectory = WeightTrajectory(self.variables)
+        self.deltas = [
+            keras.Variable(
+                keras.ops.zeros(v.shape, dtype=v.dtype),
+                trainable=False,
+                name=f"hybrid_delta_{i}",
+            )
+            for i, v in enumerate(self.variables)
+        ]
+        self.functions = self.backend.make_phase_functions(
+            model, self.trajectory.accumulators, self.deltas
+        )
+        self.predictor = dynamics.get(self.config, self.trajectory)
         if self.controller.phase == Phase.FULL:
             self._start_full()
 
@@ -75,6 +86,11 @@ class HybridRunner:
         """Runs one call of the fit loop (`steps_per_execution` batches)."""
         start = time.perf_counter()
         phase = self.controller.phase
+        if self.functions is None:
+            if not self.model.trainable_variables:
+                # A subclassed model builds on its first step: run it plainly.
+                return self._decorate(self._bootstrap(iterator, start), phase)
+            self._setup()
         if phase == Phase.PREDICT:
             logs, kind = self._predict_call(iterator)
         else:
@@ -86,6 +102,20 @@ class HybridRunner:
         elif self.controller.phase_done:
             self._end_phase()
         return self._decorate(logs, phase)
+
+    def _bootstrap(self, iterator, start):
+        logs, _ = common.pop_stats(self.model._hybrid_plain_train(iterator))
+        n = self.steps_per_execution
+        self.stats.count(self.controller.phase, backward=n, forward=n,
+                         steps=n)
+        self.stats.add_time("full", time.perf_counter() - start)
+        if self.model.trainable_variables:
+            self._setup()
+        self.controller.advance(n)
+        if self.controller.phase_done:
+            self._end_phase()
+        self.last_logs = logs
+        return logs
 
     def _full_call(self, iterator, collect, kind=None):
         function = self.functions["full_collect" if collect else "full"]

@@ -127,3 +127,42 @@ def next_batch(iterator):
         return next(iterator)
     except tf.errors.OutOfRangeError:
         raise StopIteration from None
+
+
+def step_graph(model, kind, deltas, batch):
+    """Traces one phase's step on `batch` and returns its `tf.Graph`.
+
+    Used to check what the compiled functions contain (e.g. that the
+    PREDICT step has no gradient op).
+
+    Args:
+        model: the `HybridModel`.
+        kind: `"full"` or `"predict"`.
+        deltas: the per-step delta variables.
+        batch: a batch of data.
+    """
+    steps = {
+        "full": model.train_step,
+        "predict": lambda data: predict_step(model, deltas, data),
+    }
+    if kind not in steps:
+        raise ValueError(
+            f"`kind` must be one of {sorted(steps)}. Received: kind={kind!r}"
+        )
+    return tf.function(steps[kind]).get_concrete_function(batch).graph
+
+
+def gradient_ops(graph):
+    """Names of the gradient ops in a traced graph (recursing into
+    function bodies)."""
+    found = []
+    graphs = [graph]
+    while graphs:
+        g = graphs.pop()
+        for op in g.get_operations():
+            if op.type.endswith("Grad") or "gradient_tape" in op.name:
+                found.append(op.name)
+        for fn in getattr(g, "_functions", {}).values():
+            if hasattr(fn, "graph"):
+                graphs.append(fn.graph)
+    return found
