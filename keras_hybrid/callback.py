@@ -37,9 +37,6 @@ class HybridPredictCallback(keras.callbacks.Callback):
         if self.config is not None:
             _check_supported(self.config)
         self.runner = None
-        self._start_time = None
-        self._wall_time = None
-        self._final_loss = None
 
     def on_train_begin(self, logs=None):
         from keras_hybrid.model import HybridModel
@@ -56,22 +53,15 @@ class HybridPredictCallback(keras.callbacks.Callback):
         _check_supported(config)
         self.runner = HybridRunner(model, config)
         model._attach_runner(self.runner)
-        self._start_time = time.perf_counter()
-        self._wall_time = None
-        self._final_loss = None
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.runner is not None:
             self.runner.last_logs = None
 
-    def on_train_batch_end(self, batch, logs=None):
-        if logs and "loss" in logs:
-            self._final_loss = float(logs["loss"])
-
     def on_train_end(self, logs=None):
         if self.runner is None:
             return
-        self._wall_time = time.perf_counter() - self._start_time
+        self.runner.end_time = time.perf_counter()
         self.model._attach_runner(None)
         self.model._hybrid_last_runner = self.runner
         path = self.runner.config.metrics.report_path
@@ -91,11 +81,7 @@ class HybridPredictCallback(keras.callbacks.Callback):
             raise RuntimeError(
                 "No report yet: call `fit()` with this callback first."
             )
-        wall = self._wall_time
-        if wall is None and self._start_time is not None:
-            wall = time.perf_counter() - self._start_time
-        return build_report(self.runner, wall_time=wall,
-                            final_loss=self._final_loss)
+        return build_report(self.runner)
 
     def save_report(self, path):
         """Writes `report()` as JSON to `path`; returns the path."""

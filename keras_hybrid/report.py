@@ -83,7 +83,7 @@ def _correlation(pairs):
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def build_report(runner, wall_time=None, final_loss=None):
+def build_report(runner):
     """Returns the training report of a runner as a JSON-safe dict."""
     stats = runner.stats
     history = runner.controller.history
@@ -106,8 +106,8 @@ def build_report(runner, wall_time=None, final_loss=None):
         "predictions_attempted": stats.predictions_attempted,
         "predictions_accepted": stats.predictions_accepted,
         "predictions_rejected": stats.predictions_rejected,
-        "final_loss": final_loss,
-        "wall_time_s": wall_time,
+        "final_loss": runner.final_loss,
+        "wall_time_s": runner.wall_time,
         "wall_clock_speedup": None,
     }
     phase_statistics = {

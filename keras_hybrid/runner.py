@@ -50,6 +50,9 @@ class HybridRunner:
         self.confidence = 0.0
         self.predicted_loss = None
         self.last_logs = None
+        self.final_loss = None
+        self.start_time = time.perf_counter()
+        self.end_time = None
         self._outcome = None
         self._restore_point = None
         self._check_batches = []
@@ -332,6 +335,8 @@ class HybridRunner:
 
     # ============================================================ logs
     def _decorate(self, logs, phase):
+        if "loss" in logs:
+            self.final_loss = float(keras.ops.convert_to_numpy(logs["loss"]))
         if not self.config.metrics.log_to_progbar:
             return logs
         logs = dict(logs)
@@ -344,6 +349,12 @@ class HybridRunner:
             else float("nan")
         )
         return logs
+
+    @property
+    def wall_time(self):
+        """Seconds from the start of `fit()` to its end (or to now)."""
+        end = self.end_time or time.perf_counter()
+        return end - self.start_time
 
     def force_full(self, steps):
         """Ends a running prediction (keeping its verified weights) and runs

@@ -1,0 +1,440 @@
+"""`run_benchmark`: the side-by-side benchmark behind every speed claim.
+
+For each task and seed it runs, back to back and each in its own fresh
+subprocess (so peak memory is per arm and no arm shares another's caches):
+
+1. `baseline`: plain `keras.Model.fit` for the task's epochs.
+2. `hybrid-<predictor>`: `HybridModel` + `HybridPredictCallback`, one arm per
+   predictor type.
+3. `equal-budget-<predictor>`: plain `fit` stopped after exactly as many
+   steps as that hybrid arm ran backward passes, with the learning rate
+   decayed linearly to zero over that budget.
+
+All arms of a seed share the seed, the data order, the model, the optimizer
+and the machine. A separate subprocess per task times the compiled step
+functions (the overhead figures). See DESIGN.md section 6.
+"""
+
+import contextlib
+import datetime
+import importlib.metadata
+import json
+import multiprocessing
+import os
+import pickle
+import platform
+import shlex
+import sys
+import time
+
+from keras_hybrid.bench import arms
+from keras_hybrid.bench import figures
+from keras_hybrid.bench import table
+from keras_hybrid.report import clean_json
+
+SCHEMA_VERSION = 1
+EVAL_POINTS_PER_EPOCH = 8
+QUICK_EVAL_POINTS_PER_EPOCH = 4
+PROFILE_CALLS = 30
+BACKENDS = ("tensorflow", "jax", "torch")
+TASK_ATTRIBUTES = (
+    "name", "x_train", "y_train", "x_val", "y_val", "batch_size", "epochs",
+    "learning_rate", "loss", "metrics", "build_model", "make_optimizer",
+    "steps_per_epoch",
+)
+
+
+def run_benchmark(tasks, seeds=3, config="balanced", quick=False,
+                  out_dir="bench_out", backend=None, predictors=None,
+                  progress=True, epochs=None, profile_calls=PROFILE_CALLS):
+    """Runs the benchmark and writes `bench.json` and one PNG per task.
+
+    Args:
+        tasks: a task name, `"all"`, a task object, or a list of names and
+            task objects (objects need the interface of
+            `keras_hybrid.bench.tasks.Task`).
+        seeds: number of seeds (seeds `0 .. seeds - 1`).
+        config: the hybrid config: preset name, YAML path, dict or
+            `HybridConfig`. Its `predictor.type` is replaced per hybrid arm.
+        quick: build named tasks at their quick sizes and validate less often.
+        out_dir: where `bench.json` and `<task>.png` go.
+        backend: `"tensorflow"`, `"jax"` or `"torch"` for the arm
+            subprocesses (`KERAS_BACKEND`); `None` inherits this process's
+            environment.
+        predictors: predictor types to run a hybrid arm for; `None` runs all
+            of `keras_hybrid.dynamics.AVAILABLE`.
+        progress: print progress lines.
+        epochs: if set, overrides every task's number of epochs.
+        profile_calls: timed calls per function in the overhead profile.
+
+    Returns:
+        The `bench.json` content as a dict.
+    """
+    from keras_hybrid.config import HybridConfig
+
+    task_list = _resolve_tasks(tasks, quick)
+    n_seeds = _check_positive_int("seeds", seeds)
+    if epochs is not None:
+        _check_positive_int("epochs", epochs)
+    _check_positive_int("profile_calls", profile_calls)
+    base = HybridConfig.resolve(config)
+    predictors = _check_predictors(predictors)
+    backend = _check_backend(backend)
+    log = _printer(progress)
+    os.makedirs(out_dir, exist_ok=True)
+    result = {
+        "schema_version": SCHEMA_VERSION,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "command_line": " ".join(shlex.quote(a) for a in sys.argv),
+        "machine": machine_info(),
+        "versions": package_versions(),
+        "backend": backend or os.environ.get("KERAS_BACKEND", "tensorflow"),
+        "config": base.to_dict(),
+        "config_source": config if isinstance(config, str) else None,
+        "quick": bool(quick),
+        "seeds": list(range(n_seeds)),
+        "predictors": list(predictors),
+        "tasks": {},
+    }
+    start = time.perf_counter()
+    for task, payload in task_list:
+        entry = _run_task(task, payload, n_seeds, base, predictors, quick,
+                          backend, epochs, profile_calls, log)
+        result["tasks"][task.name] = entry
+        result["backend"] = entry.get("backend") or result["backend"]
+        result["elapsed_s"] = time.perf_counter() - start
+        _write_json(result, os.path.join(out_dir, "bench.json"))
+        entry["plot"] = _plot(task.name, entry, out_dir)
+        if progress:
+            print(table.format_task(task.name, entry, n_seeds), flush=True)
+    result = clean_json(result)
+    _write_json(result, os.path.join(out_dir, "bench.json"))
+    log(f"wrote {os.path.join(out_dir, 'bench.json')} "
+        f"({time.perf_counter() - start:.0f}s)")
+    return result
+
+
+# =============================================================== per task
+def _run_task(task, payload, n_seeds, base, predictors, quick, backend,
+              epochs, profile_calls, log):
+    epochs = epochs or int(task.epochs)
+    points = QUICK_EVAL_POINTS_PER_EPOCH if quick else EVAL_POINTS_PER_EPOCH
+    eval_every = max(1, int(task.steps_per_epoch) // points)
+    configs = {p: _with_predictor(base, p) for p in predictors}
+    common = {"task": payload, "quick": bool(quick), "epochs": epochs,
+              "eval_every": eval_every}
+    log(f"[{task.name}] profiling step functions (seed 0)")
+    profile = _run_isolated("profile_task", {
+        **common, "seed": 0, "config": configs[predictors[0]],
+        "calls": profile_calls,
+    }, backend, f"[{task.name}] profile")
+    per_seed = []
+    for index in range(n_seeds):
+        raw = _run_seed(task.name, common, index, n_seeds, configs, backend,
+                        log)
+        per_seed.append(_seed_entry(index, raw))
+    aggregate = figures.aggregate_seeds(
+        [{n: a["figures"] for n, a in s["arms"].items()} for s in per_seed]
+    )
+    predictor_stats = {
+        p: {"pct": aggregate[f"hybrid-{p}"]["predictor_overhead_pct"],
+            "memory_mb": aggregate[f"hybrid-{p}"]["predictor_memory_mb"]}
+        for p in predictors
+    }
+    return {
+        "description": getattr(task, "description", None),
+        "backend": profile.get("backend"),
+        "settings": _settings(task, epochs, eval_every),
+        "per_seed": per_seed,
+        "aggregate": aggregate,
+        "ratios": figures.aggregate_seeds([s["ratios"] for s in per_seed]),
+        "overhead": figures.overhead_figures(
+            task.name, profile, predictor_stats
+        ),
+    }
+
+
+def _run_seed(name, common, index, n_seeds, configs, backend, log):
+    """Runs every arm of one seed back to back; returns `arm -> result`."""
+    seed = index
+
+    def run(arm_name, **spec):
+        label = f"[{name}] {arm_name} seed {index + 1}/{n_seeds}"
+        log(f"{label} start")
+        begin = time.perf_counter()
+        result = _run_isolated("run_arm", {
+            **common, **spec, "name": arm_name, "seed": seed,
+            "label": label, "progress": log.enabled,
+        }, backend, label)
+        last = result["evals"][-1]["val_loss"] if result["evals"] else None
+        log(f"{label} done: train {result['wall_clock_s']:.1f}s, backward "
+            f"{result['backward_passes']}, final val_loss "
+            f"{table.fmt(last, '.4f')} "
+            f"(process {time.perf_counter() - begin:.1f}s)")
+        return result
+
+    results = {"baseline": run("baseline", arm="baseline")}
+    for predictor, config in configs.items():
+        results[f"hybrid-{predictor}"] = run(
+            f"hybrid-{predictor}", arm="hybrid", config=config
+        )
+    for predictor in configs:
+        budget = results[f"hybrid-{predictor}"]["backward_passes"]
+        results[f"equal-budget-{predictor}"] = run(
+            f"equal-budget-{predictor}", arm="equal-budget", budget=budget
+        )
+    return results
+
+
+def _seed_entry(seed, raw):
+    """Figures, curves and phases of one seed."""
+    target = figures.target_loss(
+        raw["baseline"]["evals"][-1]["val_loss"]
+        if raw["baseline"]["evals"] else None
+    )
+    entry_arms = {}
+    for name, result in raw.items():
+        arm = {
+            "figures": figures.arm_figures(result, target),
+            "epochs": result["epochs"],
+            "optimizer_iterations": result["optimizer_iterations"],
+            "evals": result["evals"],
+        }
+        if "budget" in result:
+            arm["budget"] = result["budget"]
+        report = result.get("report")
+        if report is not None:
+            report = dict(report)
+            arm["phases"] = figures.phases_in_time(
+                report.pop("phases"), result["clock"]
+            )
+            arm["report"] = report
+        entry_arms[name] = arm
+    return {
+        "seed": seed,
+        "target_val_loss": target,
+        "arms": entry_arms,
+        "ratios": figures.seed_ratios(
+            {n: a["figures"] for n, a in entry_arms.items()}
+        ),
+    }
+
+
+def _settings(task, epochs, eval_every):
+    def describe(value):
+        if isinstance(value, (str, int, float)) or value is None:
+            return value
+        return getattr(value, "name", None) or type(value).__name__
+
+    return {
+        "batch_size": int(task.batch_size),
+        "epochs": epochs,
+        "learning_rate": float(task.learning_rate),
+        "steps_per_epoch": int(task.steps_per_epoch),
+        "eval_every": eval_every,
+        "n_train": len(task.x_train),
+        "n_val": len(task.x_val),
+        "n_test": None if getattr(task, "x_test", None) is None
+        else len(task.x_test),
+        "loss": describe(task.loss),
+        "metrics": [describe(m) for m in (task.metrics or [])],
+    }
+
+
+def _with_predictor(base, predictor):
+    from keras_hybrid.config import HybridConfig
+
+    config = base.to_dict()
+    config["predictor"]["type"] = predictor
+    return HybridConfig.from_dict(config).to_dict()
+
+
+def _plot(name, entry, out_dir):
+    from keras_hybrid.bench.plot import plot_task
+
+    seed = entry["per_seed"][0]
+    path = os.path.join(out_dir, f"{name}.png")
+    written = plot_task(name, seed, path, target=seed["target_val_loss"])
+    return None if written is None else os.path.basename(written)
+
+
+# ============================================================ subprocesses
+def _run_isolated(function_name, spec, backend, label):
+    """Runs `arms.<function_name>(spec)` in a fresh spawned subprocess."""
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(
+        target=arms.child_main, args=(sender, function_name, spec)
+    )
+    with _child_environment(backend):
+        process.start()
+    sender.close()
+    try:
+        status, payload = receiver.recv()
+    except EOFError:
+        process.join()
+        raise RuntimeError(
+            f"{label}: the benchmark subprocess exited with code "
+            f"{process.exitcode} without a result (its error, if any, is "
+            "printed above)."
+        ) from None
+    finally:
+        receiver.close()
+        if process.is_alive():
+            process.join(timeout=60)
+        if process.is_alive():
+            process.terminate()
+    if status != "ok":
+        raise RuntimeError(f"{label} failed in its subprocess:\n{payload}")
+    return payload
+
+
+@contextlib.contextmanager
+def _child_environment(backend):
+    """Sets the children's environment (spawn copies it at start)."""
+    values = {"TF_CPP_MIN_LOG_LEVEL": os.environ.get(
+        "TF_CPP_MIN_LOG_LEVEL", "2")}
+    if backend is not None:
+        values["KERAS_BACKEND"] = backend
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+# ============================================================== arguments
+def _resolve_tasks(tasks, quick):
+    """Returns `[(task object, payload sent to the children)]`."""
+    if isinstance(tasks, (str, bytes)) or not isinstance(tasks, (list, tuple)):
+        tasks = [tasks]
+    if not tasks:
+        raise ValueError(f"`tasks` must not be empty. Received: tasks={tasks!r}")
+    resolved = []
+    for task in tasks:
+        if isinstance(task, str):
+            from keras_hybrid.bench.tasks import TASK_NAMES
+            from keras_hybrid.bench.tasks import get_task
+
+            names = TASK_NAMES if task == "all" else [task]
+            for name in names:
+                obj = get_task(name, quick=quick)
+                resolved.append((obj, _payload(obj, name)))
+        else:
+            missing = [a for a in TASK_ATTRIBUTES if not hasattr(task, a)]
+            if missing:
+                raise ValueError(
+                    "A task object must have the attributes of "
+                    f"`keras_hybrid.bench.tasks.Task`; missing {missing}. "
+                    f"Received: task={task!r}"
+                )
+            resolved.append((task, _payload(task, None)))
+    names = [t.name for t, _ in resolved]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Task names must be unique. Received: {names}")
+    return resolved
+
+
+def _payload(task, name):
+    """The task itself if it pickles (children skip rebuilding the data),
+    else its name."""
+    try:
+        pickle.dumps(task)
+        return task
+    except Exception:  # noqa: BLE001 - any pickling failure.
+        if name is None:
+            raise ValueError(
+                "A task object must be picklable to be sent to the arm "
+                f"subprocesses. Received: task={task!r}"
+            ) from None
+        return name
+
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"`{name}` must be a positive integer. Received: {name}={value!r}"
+        )
+    return value
+
+
+def _check_predictors(predictors):
+    from keras_hybrid import dynamics
+
+    if predictors is None:
+        return tuple(dynamics.AVAILABLE)
+    if isinstance(predictors, str):
+        predictors = [predictors]
+    predictors = tuple(predictors)
+    unknown = [p for p in predictors if p not in dynamics.AVAILABLE]
+    if not predictors or unknown:
+        raise ValueError(
+            "`predictors` must be a non-empty list of available predictor "
+            f"types {dynamics.AVAILABLE}. Received: predictors={predictors!r}"
+        )
+    return tuple(dict.fromkeys(predictors))
+
+
+def _check_backend(backend):
+    if backend is not None and backend not in BACKENDS:
+        raise ValueError(
+            f"`backend` must be one of {BACKENDS} or None. "
+            f"Received: backend={backend!r}"
+        )
+    return backend
+
+
+# ================================================================= output
+def _printer(enabled):
+    def log(message):
+        if enabled:
+            print(message, flush=True)
+
+    log.enabled = bool(enabled)
+    return log
+
+
+def _write_json(result, path):
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(clean_json(result), f, indent=1, allow_nan=False)
+    os.replace(tmp, path)
+
+
+def machine_info():
+    """Platform, processor, CPU count and Python version."""
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+
+
+def package_versions():
+    """Versions of keras, tensorflow, numpy, keras_hybrid (and jax, torch
+    when installed)."""
+    import keras_hybrid
+
+    versions = {"keras_hybrid": keras_hybrid.__version__}
+    for name, dists in (
+        ("keras", ("keras",)),
+        ("tensorflow", ("tensorflow", "tensorflow-cpu")),
+        ("numpy", ("numpy",)),
+        ("jax", ("jax",)),
+        ("torch", ("torch",)),
+        ("matplotlib", ("matplotlib",)),
+    ):
+        versions[name] = None
+        for dist in dists:
+            try:
+                versions[name] = importlib.metadata.version(dist)
+                break
+            except importlib.metadata.PackageNotFoundError:
+                continue
+    return versions

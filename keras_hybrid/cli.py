@@ -1,0 +1,142 @@
+"""The `keras-hybrid` command line.
+
+```
+keras-hybrid bench [--task NAME|all] [--seeds N] [--config PRESET|PATH]
+                   [--quick] [--out DIR] [--backend tensorflow|jax|torch]
+```
+
+Also `python -m keras_hybrid.cli bench ...`.
+"""
+
+import argparse
+import importlib.util
+import os
+import sys
+
+BACKENDS = ("tensorflow", "jax", "torch")
+# The package each backend needs in the arm subprocesses.
+BACKEND_PACKAGES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+QUICK_TASK = "mnist1d-mlp"
+QUICK_SEEDS = 1
+FULL_SEEDS = 3
+
+
+def build_parser():
+    """The argument parser of `keras-hybrid`."""
+    parser = argparse.ArgumentParser(
+        prog="keras-hybrid",
+        description="Predictive hybrid training for Keras 3.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+    bench = commands.add_parser(
+        "bench",
+        help="run the side-by-side benchmark (baseline, hybrid, "
+        "equal-budget)",
+        description="Runs baseline, hybrid and equal-budget arms side by "
+        "side, prints a table and writes bench.json and one PNG per task.",
+    )
+    bench.add_argument(
+        "--task", default=None,
+        help="task name or 'all' (default: all; mnist1d-mlp with --quick)",
+    )
+    bench.add_argument(
+        "--seeds", type=_positive_int, default=None,
+        help=f"number of seeds (default: {FULL_SEEDS}; {QUICK_SEEDS} with "
+        "--quick)",
+    )
+    bench.add_argument(
+        "--config", default="balanced",
+        help="hybrid config: preset name or YAML path (default: balanced)",
+    )
+    bench.add_argument(
+        "--quick", action="store_true",
+        help="small task sizes, one task and one seed: a few minutes on "
+        "2 CPU cores",
+    )
+    bench.add_argument("--out", default="bench_out",
+                       help="output directory (default: bench_out)")
+    bench.add_argument(
+        "--backend", choices=BACKENDS, default=None,
+        help="Keras backend of the arm processes (default: KERAS_BACKEND, "
+        "else tensorflow)",
+    )
+    return parser
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive integer. Received: {text!r}"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive integer. Received: {text!r}"
+        )
+    return value
+
+
+def resolve_bench_args(parser, args):
+    """Validates `bench` arguments and fills the `--quick` defaults.
+
+    Returns:
+        A dict of keyword arguments for `run_benchmark`. Invalid arguments
+        end the program through `parser.error` (exit status 2).
+    """
+    from keras_hybrid.bench.tasks import TASK_NAMES
+    from keras_hybrid.config import HybridConfig
+
+    task = args.task or (QUICK_TASK if args.quick else "all")
+    if task != "all" and task not in TASK_NAMES:
+        parser.error(
+            f"unknown task; expected 'all' or one of {list(TASK_NAMES)}. "
+            f"Received: --task={task!r}"
+        )
+    seeds = args.seeds or (QUICK_SEEDS if args.quick else FULL_SEEDS)
+    try:
+        HybridConfig.resolve(args.config)
+    except ValueError as e:
+        parser.error(f"invalid --config: {e}")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        parser.error(
+            "--out must be a directory. "
+            f"Received: --out={args.out!r} (an existing file)"
+        )
+    backend = args.backend
+    if backend is not None and importlib.util.find_spec(
+        BACKEND_PACKAGES[backend]
+    ) is None:
+        parser.error(
+            f"--backend {backend} needs the `{BACKEND_PACKAGES[backend]}` "
+            f"package, which is not installed. Received: --backend={backend}"
+        )
+    return {
+        "tasks": task,
+        "seeds": seeds,
+        "config": args.config,
+        "quick": bool(args.quick),
+        "out_dir": args.out,
+        "backend": backend,
+    }
+
+
+def main(argv=None):
+    """Runs `keras-hybrid` with `argv` (default: `sys.argv[1:]`).
+
+    Returns:
+        The exit status (0 on success).
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "bench":
+        kwargs = resolve_bench_args(parser, args)
+        from keras_hybrid.bench.harness import run_benchmark
+
+        run_benchmark(**kwargs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
