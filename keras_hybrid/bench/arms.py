@@ -1,4 +1,4 @@
-"""The benchmark arms and the overhead profile, as run inside one process.
+"""The benchmark arms, as run inside one process.
 
 `keras_hybrid.bench.harness` runs each of these in its own fresh subprocess
 (`child_main`), but they are ordinary functions: `run_arm(spec)` can be called
@@ -15,7 +15,8 @@ An arm spec is a dict:
 - `epochs`: epochs to train (`"baseline"`, `"hybrid"`).
 - `budget`: exact number of optimizer steps (`"equal-budget"`).
 - `eval_every`: validation every this many steps (and at the end).
-- `config`: the `HybridConfig` dict (`"hybrid"`; also used by the profile).
+- `config`: the `HybridConfig` dict (`"hybrid"`; also used by
+  `keras_hybrid.bench.profile.profile_task`).
 - `progress`: print one line per epoch; `label`: its prefix.
 """
 
@@ -63,25 +64,90 @@ def peak_memory_mb():
 
 
 # ============================================================ callbacks
+class Validator:
+    """Validation loss and accuracy on fixed, pre-converted batches.
+
+    Uses the model's compiled loss (`compute_loss`) on the outputs of
+    `predict_on_batch`; accuracy is the share of `argmax(y_pred) == y` (for
+    integer labels with one class axis more in `y_pred`), else `None`. The
+    batches are converted to tensors once, so a validation leaves no dataset
+    or iterator behind to be torn down during training time.
+
+    Args:
+        x, y: validation inputs (array or nested structure) and labels.
+        batch_size: evaluation batch size.
+    """
+
+    def __init__(self, x, y, batch_size):
+        total = len(keras.tree.flatten(x)[0])
+        self.batches = []
+        for start in range(0, total, batch_size):
+            stop = min(start + batch_size, total)
+            xb = keras.tree.map_structure(
+                lambda a: keras.ops.convert_to_tensor(a[start:stop]), x
+            )
+            self.batches.append(
+                (xb, keras.ops.convert_to_tensor(y[start:stop]), y[start:stop])
+            )
+        self.count = total
+
+    def __call__(self, model):
+        """Returns `(val_loss, val_acc)` of `model` (inference mode)."""
+        loss_sum, correct, scored = 0.0, 0, 0
+        for x, y, y_host in self.batches:
+            y_pred = model.predict_on_batch(x)
+            loss = model.compute_loss(
+                x=x, y=y, y_pred=keras.ops.convert_to_tensor(y_pred),
+            )
+            n = len(y_host)
+            loss_sum += n * float(keras.ops.convert_to_numpy(loss))
+            hits = _hits(y_host, y_pred)
+            if hits is not None:
+                correct += hits
+                scored += n
+        accuracy = correct / scored if scored == len(self) else None
+        return loss_sum / self.count, accuracy
+
+    def __len__(self):
+        return self.count
+
+
+def _hits(y_true, y_pred):
+    """Correct predictions in a batch (per-sample mean over any sequence
+    axis), or `None` if accuracy does not apply."""
+    y_true = np.asarray(y_true)
+    y_pred = np.asarray(y_pred)
+    if y_pred.ndim < 2 or y_pred.shape[-1] < 2:
+        return None
+    if y_true.shape == y_pred.shape:  # one-hot labels
+        y_true = np.argmax(y_true, axis=-1)
+    elif y_true.ndim == y_pred.ndim and y_true.shape[-1] == 1:
+        y_true = y_true[..., 0]
+    if y_true.shape != y_pred.shape[:-1] or not (
+        np.issubdtype(y_true.dtype, np.integer)
+        or np.all(np.mod(y_true, 1) == 0)
+    ):
+        return None
+    matches = np.argmax(y_pred, axis=-1) == y_true
+    return float(matches.reshape(len(y_true), -1).mean(axis=1).sum())
+
+
 class EvalClock(keras.callbacks.Callback):
     """Training wall clock with paused periodic validation.
 
     Records the training wall clock at every batch end (`clock`), and
-    evaluates the validation set at step 0, every `eval_every` steps and at
-    the end of training (`evals`: dicts `step, time_s, val_loss, val_acc`).
-    The clock is paused while evaluating, so `wall_clock_s` is training time
-    only.
+    validates at step 0, every `eval_every` steps and at the end of training
+    (`evals`: dicts `step, time_s, val_loss, val_acc`). The clock is paused
+    while validating, so `wall_clock_s` is training time only.
 
     Args:
-        x_val, y_val: validation data.
+        validator: a `Validator`.
         eval_every: validation interval in steps.
-        batch_size: evaluation batch size.
         epochs: epochs of the fit (for the progress line).
         label: progress prefix; `None` prints nothing.
     """
 
-    def __init__(self, x_val, y_val, eval_every, batch_size, epochs,
-                 label=None):
+    def __init__(self, validator, eval_every, epochs, label=None):
         super().__init__()
         if isinstance(eval_every, bool) or not isinstance(eval_every, int) or (
             eval_every < 1
@@ -90,10 +156,8 @@ class EvalClock(keras.callbacks.Callback):
                 "`eval_every` must be a positive integer. "
                 f"Received: eval_every={eval_every!r}"
             )
-        self.x_val = x_val
-        self.y_val = y_val
+        self.validator = validator
         self.eval_every = eval_every
-        self.batch_size = batch_size
         self.epochs = epochs
         self.label = label
         self.clock = []
@@ -120,6 +184,9 @@ class EvalClock(keras.callbacks.Callback):
             self._evaluate()
 
     def on_epoch_end(self, epoch, logs=None):
+        last_epoch = epoch + 1 >= self.epochs or self.model.stop_training
+        if last_epoch and self.evals[-1]["step"] != self.step:
+            self._evaluate()
         if self.label is None:
             return
         last = self.evals[-1]
@@ -141,16 +208,12 @@ class EvalClock(keras.callbacks.Callback):
 
     def _evaluate(self):
         begin = time.perf_counter()
-        at = begin - self._start - self._paused
-        values = self.model.evaluate(
-            self.x_val, self.y_val, batch_size=self.batch_size, verbose=0,
-            return_dict=True,
-        )
+        # Validation runs at a batch end: it belongs to that batch's time.
+        at = self.clock[-1] if self.clock else 0.0
+        loss, accuracy = self.validator(self.model)
         self.evals.append({
-            "step": self.step,
-            "time_s": at,
-            "val_loss": float(values["loss"]),
-            "val_acc": _accuracy(values),
+            "step": self.step, "time_s": at, "val_loss": loss,
+            "val_acc": accuracy,
         })
         self._paused += time.perf_counter() - begin
 
@@ -178,13 +241,6 @@ class StopAfterSteps(keras.callbacks.Callback):
         self.count += 1
         if self.count >= self.steps:
             self.model.stop_training = True
-
-
-def _accuracy(values):
-    for key, value in values.items():
-        if key != "loss" and "acc" in key:
-            return float(value)
-    return None
 
 
 def _fmt(value):
@@ -236,9 +292,11 @@ def run_arm(spec):
         epochs = math.ceil(budget / task.steps_per_epoch)
         callbacks.append(StopAfterSteps(budget))
     compile_model(model, task, learning_rate)
+    validator = Validator(
+        task.x_val, task.y_val, max(int(task.batch_size), EVAL_BATCH_SIZE)
+    )
     clock = EvalClock(
-        task.x_val, task.y_val, int(spec["eval_every"]),
-        max(int(task.batch_size), EVAL_BATCH_SIZE), epochs,
+        validator, int(spec["eval_every"]), epochs,
         label=spec.get("label") if spec.get("progress", True) else None,
     )
     callbacks.append(clock)
@@ -253,9 +311,7 @@ def run_arm(spec):
         "seed": seed,
         "epochs": epochs,
         "steps": clock.step,
-        "optimizer_iterations": int(
-            keras.ops.convert_to_numpy(model.optimizer.iterations)
-        ),
+        "optimizer_iterations": int(model.optimizer.iterations.numpy()),
         "wall_clock_s": clock.wall_clock_s,
         "backward_passes": clock.step,
         "forward_passes": clock.step,
@@ -286,117 +342,6 @@ def _check_budget(budget):
     return int(budget)
 
 
-# ============================================================== profile
-def make_iterator(x, y, batch_size):
-    """An endless batch iterator that the compiled train functions accept.
-
-    This is the only backend-specific piece of the profile.
-    """
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        dataset = tf.data.Dataset.from_tensor_slices((x, y))
-        return iter(dataset.batch(batch_size).repeat())
-    raise NotImplementedError(
-        "The overhead profile supports the TensorFlow backend in this "
-        f"version. Received: backend={backend!r}"
-    )
-
-
-def _to_host(outputs):
-    if outputs is None:
-        return None
-    return keras.tree.map_structure(keras.ops.convert_to_numpy, outputs)
-
-
-def _time_calls(functions, make_it, warmup, calls, rounds=3):
-    """Median ms per call of each function, interleaved in `rounds`."""
-    iterators = {name: make_it() for name in functions}
-    for name, function in functions.items():
-        for _ in range(warmup):
-            _to_host(function(iterators[name]))
-    times = {name: [] for name in functions}
-    per_round = max(1, math.ceil(calls / rounds))
-    for _ in range(rounds):
-        for name, function in functions.items():
-            for _ in range(per_round):
-                begin = time.perf_counter()
-                _to_host(function(iterators[name]))
-                times[name].append(time.perf_counter() - begin)
-    return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
-
-
-def profile_task(spec):
-    """Times each compiled step function on the same batches.
-
-    Builds a plain model and a hybrid model of the task (same seed), runs
-    two steps of `fit()` on each to build everything, then times `calls`
-    calls (after `warmup` calls) of: the plain Keras train function, the
-    hybrid `full` and `full_collect` functions, the forward-only `predict`
-    function, and a jump skip step (`next_batch` plus the iterations
-    increment, as the runner does). Each call's outputs are forced to host.
-
-    Args:
-        spec: an arm spec with `task`, `seed`, `config`, optional `calls`
-            (30) and `warmup` (5).
-
-    Returns:
-        A dict of median milliseconds: `plain_ms`, `full_ms`,
-        `full_collect_ms`, `predict_ms`, `skip_ms`, plus `calls`, `warmup`,
-        `batch_size`, `backend`.
-    """
-    import keras_hybrid as kh
-
-    task = resolve_task(spec)
-    seed = int(spec["seed"])
-    calls = int(spec.get("calls", 30))
-    warmup = int(spec.get("warmup", 5))
-    batch = int(task.batch_size)
-    n = batch * 2
-    x, y = task.x_train[:n], task.y_train[:n]
-
-    keras.utils.set_random_seed(seed)
-    plain = compile_model(task.build_model(seed), task, task.learning_rate)
-    plain.fit(x, y, batch_size=batch, epochs=1, verbose=0)
-    plain.make_train_function()
-    plain_function = plain.train_function
-
-    keras.utils.set_random_seed(seed)
-    hybrid = kh.HybridModel.wrap(task.build_model(seed))
-    compile_model(hybrid, task, task.learning_rate)
-    callback = kh.HybridPredictCallback(
-        kh.HybridConfig.from_dict(spec["config"])
-    )
-    hybrid.fit(x, y, batch_size=batch, epochs=1, verbose=0,
-               callbacks=[callback])
-    runner = callback.runner
-    iterations = hybrid.optimizer.iterations
-
-    def skip(iterator):
-        runner.backend.next_batch(iterator)
-        iterations.assign_add(1)
-
-    count = batch * (warmup + calls)
-    reps = math.ceil(count / len(task.x_train))
-    xs = np.concatenate([task.x_train] * reps)[:count]
-    ys = np.concatenate([task.y_train] * reps)[:count]
-    times = _time_calls(
-        {
-            "plain_ms": plain_function,
-            "full_ms": runner.functions["full"],
-            "full_collect_ms": runner.functions["full_collect"],
-            "predict_ms": runner.functions["predict"],
-            "skip_ms": skip,
-        },
-        lambda: make_iterator(xs, ys, batch),
-        warmup,
-        calls,
-    )
-    return {**times, "calls": calls, "warmup": warmup, "batch_size": batch,
-            "backend": keras.backend.backend(), "seed": seed}
-
-
 # ============================================================ subprocess
 def child_main(connection, function_name, spec):
     """Entry point of a benchmark subprocess.
@@ -404,6 +349,8 @@ def child_main(connection, function_name, spec):
     Runs `run_arm` or `profile_task` and sends `("ok", result)` or
     `("error", traceback text)` through `connection`.
     """
+    from keras_hybrid.bench.profile import profile_task
+
     functions = {"run_arm": run_arm, "profile_task": profile_task}
     try:
         result = functions[function_name](spec)

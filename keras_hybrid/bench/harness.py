@@ -292,10 +292,7 @@ def _run_isolated(function_name, spec, backend, label):
 @contextlib.contextmanager
 def _child_environment(backend):
     """Sets the children's environment (spawn copies it at start)."""
-    values = {"TF_CPP_MIN_LOG_LEVEL": os.environ.get(
-        "TF_CPP_MIN_LOG_LEVEL", "2")}
-    if backend is not None:
-        values["KERAS_BACKEND"] = backend
+    values = {} if backend is None else {"KERAS_BACKEND": backend}
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     try:

@@ -1,0 +1,368 @@
+"""Tests of the benchmark harness logic (tiny sizes, no timing assertions)."""
+
+import json
+import math
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_hybrid import cli
+from keras_hybrid.bench import arms
+from keras_hybrid.bench import figures
+from keras_hybrid.bench import table
+from keras_hybrid.bench.harness import run_benchmark
+
+
+class TinyTask:
+    """A task with the `keras_hybrid.bench.tasks.Task` interface, small
+    enough for tests. Module-level so the arm subprocesses can unpickle it."""
+
+    def __init__(self, name="tiny", n=48, batch_size=16, epochs=2):
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(n + 64, 8)).astype("float32")
+        y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype("int32")
+        self.name = name
+        self.x_train, self.y_train = x[:n], y[:n]
+        self.x_val, self.y_val = x[n:n + 32], y[n:n + 32]
+        self.x_test, self.y_test = x[n + 32:], y[n + 32:]
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.learning_rate = 1e-2
+        self.loss = keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True
+        )
+        self.metrics = ["accuracy"]
+        self.description = "tiny synthetic binary classification"
+
+    def build_model(self, seed):
+        keras.utils.set_random_seed(seed)
+        return keras.Sequential([
+            keras.Input((8,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(2),
+        ])
+
+    def make_optimizer(self, learning_rate):
+        return keras.optimizers.Adam(learning_rate)
+
+    @property
+    def steps_per_epoch(self):
+        return math.ceil(len(self.x_train) / self.batch_size)
+
+
+TINY_CONFIG = {
+    "warmup_steps": 3,
+    "full_steps": 3,
+    "min_predict_steps": 3,
+    "max_predict_steps": 4,
+    "validation_samples": 2,
+    "confidence_threshold": 0.0,
+    "correct_steps": 1,
+}
+
+
+# ========================================================= pure figures
+class TestTimeToTarget:
+    def test_first_point_at_or_below_target(self):
+        points = [(0.0, 2.0), (1.0, 1.5), (2.0, 1.0), (3.0, 0.9)]
+        assert figures.time_to_target(points, 1.2) == 2.0
+
+    def test_equal_counts_as_reached(self):
+        assert figures.time_to_target([(0.5, 1.3), (1.5, 1.2)], 1.2) == 1.5
+
+    def test_not_reached(self):
+        assert figures.time_to_target([(0.0, 2.0), (1.0, 1.5)], 1.0) is None
+
+    def test_first_time_even_if_it_rises_again(self):
+        points = [(1.0, 0.9), (2.0, 1.4), (3.0, 0.8)]
+        assert figures.time_to_target(points, 1.0) == 1.0
+
+    def test_non_finite_losses_never_count(self):
+        points = [(1.0, float("nan")), (2.0, None), (3.0, 0.5)]
+        assert figures.time_to_target(points, 1.0) == 3.0
+
+    def test_no_target(self):
+        assert figures.time_to_target([(1.0, 0.1)], None) is None
+
+    def test_target_loss(self):
+        assert figures.target_loss(2.0) == pytest.approx(2.02)
+        assert figures.target_loss(-1.0) == pytest.approx(-0.99)
+        assert figures.target_loss(None) is None
+        assert figures.target_loss(float("nan")) is None
+
+
+class TestAggregate:
+    def test_median_and_spread(self):
+        stats = figures.aggregate([3.0, 1.0, 2.0])
+        assert stats == {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3,
+                         "missing": 0}
+
+    def test_even_count_median(self):
+        assert figures.aggregate([1, 2, 3, 10])["median"] == 2.5
+
+    def test_missing_values_are_dropped_and_counted(self):
+        stats = figures.aggregate([1.0, None, float("nan"), 3.0])
+        assert (stats["median"], stats["n"], stats["missing"]) == (2.0, 4, 2)
+
+    def test_missing_is_worst(self):
+        stats = figures.aggregate([4.0, None, None], missing_is_worst=True)
+        assert stats["median"] is None  # not reached in most seeds
+        assert (stats["min"], stats["max"]) == (4.0, None)
+        stats = figures.aggregate([4.0, 2.0, None], missing_is_worst=True)
+        assert (stats["median"], stats["min"]) == (4.0, 2.0)
+
+    def test_all_missing(self):
+        stats = figures.aggregate([None, None])
+        assert stats["median"] is None and stats["missing"] == 2
+
+    def test_ratio(self):
+        assert figures.ratio(1.0, 4.0) == 0.25
+        assert figures.ratio(None, 1.0) is None
+        assert figures.ratio(1.0, 0.0) is None
+
+    def test_seed_ratios_and_aggregation(self):
+        seeds = []
+        for s, (wall, ttt) in enumerate([(5.0, 4.0), (6.0, None),
+                                         (4.0, 2.0)]):
+            seeds.append({
+                "baseline": {"wall_clock_s": 10.0, "time_to_target_s": 8.0,
+                             "backward_passes": 100, "final_val_loss": 1.0,
+                             "best_val_loss": 1.0},
+                "hybrid-linear": {"wall_clock_s": wall,
+                                  "time_to_target_s": ttt,
+                                  "backward_passes": 50,
+                                  "final_val_loss": 1.0 + s,
+                                  "best_val_loss": 1.0},
+                "equal-budget-linear": {"wall_clock_s": 4.0,
+                                        "time_to_target_s": None,
+                                        "backward_passes": 50,
+                                        "final_val_loss": 2.0,
+                                        "best_val_loss": 2.0},
+            })
+        ratios = [figures.seed_ratios(s) for s in seeds]
+        assert set(ratios[0]) == {
+            "hybrid-linear/baseline", "hybrid-linear/equal-budget-linear",
+            "equal-budget-linear/baseline",
+        }
+        assert ratios[0]["hybrid-linear/baseline"]["wall_clock_s"] == 0.5
+        assert ratios[1]["hybrid-linear/baseline"]["time_to_target_s"] is None
+        agg = figures.aggregate_seeds(ratios)["hybrid-linear/baseline"]
+        assert agg["wall_clock_s"]["median"] == 0.5
+        assert (agg["wall_clock_s"]["min"], agg["wall_clock_s"]["max"]) == (
+            0.4, 0.6)
+        assert agg["time_to_target_s"]["missing"] == 1
+        assert agg["time_to_target_s"]["median"] == pytest.approx(0.375)
+        arm_agg = figures.aggregate_seeds(seeds)["hybrid-linear"]
+        assert arm_agg["time_to_target_s"]["median"] == 4.0  # miss is worst
+        assert arm_agg["final_val_loss"]["median"] == 2.0
+
+    def test_cell_formatting(self):
+        one = figures.aggregate([1.234])
+        assert table.cell(one, ".2f") == "1.23"
+        three = figures.aggregate([1.0, 2.0, None], missing_is_worst=True)
+        text = table.cell(three, ".1f", not_reached=True)
+        assert text == "2.0 [1.0-not reached] (2/3 reached)"
+        assert table.cell(figures.aggregate([None]), ".1f", True) == (
+            "not reached"
+        )
+
+
+def test_phases_in_time():
+    clock = [0.5, 1.0, 1.5, 2.0, 2.5]
+    phases = [{"phase": "WARMUP", "start_step": 0, "length": 2},
+              {"phase": "PREDICT", "start_step": 2, "length": 10}]
+    mapped = figures.phases_in_time(phases, clock)
+    assert (mapped[0]["start_s"], mapped[0]["end_s"]) == (0.0, 1.0)
+    assert (mapped[1]["start_s"], mapped[1]["end_s"]) == (1.0, 2.5)
+
+
+def test_overhead_checks():
+    profile = {"plain_ms": 10.0, "full_ms": 10.2, "full_collect_ms": 11.0,
+               "predict_ms": 4.0, "skip_ms": 0.1}
+    stats = {"linear": {"pct": figures.aggregate([7.0]),
+                        "memory_mb": figures.aggregate([1.0])}}
+    out = figures.overhead_figures("stdlib-lm", profile, stats)
+    ok = {c["name"]: c["ok"] for c in out["checks"]}
+    assert ok == {"full_over_plain": True, "full_collect_over_plain": False,
+                  "predict_over_full": True, "skip_over_full": True,
+                  "predictor_overhead_pct[linear]": False}
+    assert out["step_split"]["backward_ms"] == pytest.approx(6.0)
+    other = figures.overhead_figures("mnist1d-mlp", profile, stats)
+    predict = [c for c in other["checks"] if c["name"] == "predict_over_full"]
+    assert predict[0]["applies"] is False and predict[0]["ok"] is None
+
+
+def test_validator_matches_evaluate():
+    task = TinyTask()
+    model = task.build_model(0)
+    arms.compile_model(model, task, task.learning_rate)
+    model.fit(task.x_train, task.y_train, batch_size=16, epochs=1, verbose=0)
+    loss, acc = arms.Validator(task.x_val, task.y_val, 10)(model)
+    expected = model.evaluate(task.x_val, task.y_val, batch_size=10,
+                              verbose=0, return_dict=True)
+    assert loss == pytest.approx(expected["loss"], rel=1e-5)
+    assert acc == pytest.approx(expected["accuracy"])
+
+
+# ================================================================= arms
+def test_equal_budget_runs_exactly_the_budget():
+    task = TinyTask(n=48, batch_size=16, epochs=5)  # 3 steps per epoch
+    result = arms.run_arm({
+        "task": task, "arm": "equal-budget", "seed": 0, "budget": 7,
+        "eval_every": 2, "progress": False,
+    })
+    assert result["optimizer_iterations"] == 7
+    assert result["steps"] == 7
+    assert result["backward_passes"] == 7 and result["forward_passes"] == 7
+    assert result["epochs"] == 3
+    assert [e["step"] for e in result["evals"]] == [0, 2, 4, 6, 7]
+    assert len(result["clock"]) == 7
+
+
+def test_equal_budget_rejects_bad_budget():
+    with pytest.raises(ValueError, match="budget"):
+        arms.run_arm({"task": TinyTask(), "arm": "equal-budget", "seed": 0,
+                      "budget": 0, "eval_every": 1, "progress": False})
+    with pytest.raises(ValueError, match="Unknown arm kind"):
+        arms.run_arm({"task": TinyTask(), "arm": "nope", "seed": 0,
+                      "eval_every": 1})
+
+
+# ========================================================== end to end
+def _strict_json(path):
+    def reject(constant):
+        raise ValueError(f"non-strict JSON constant {constant}")
+
+    with open(path, encoding="utf-8") as f:
+        return json.load(f, parse_constant=reject)
+
+
+def test_run_benchmark_schema(tmp_path):
+    out = tmp_path / "bench"
+    result = run_benchmark(
+        [TinyTask(n=64, epochs=3)], seeds=1, config=TINY_CONFIG,
+        out_dir=str(out), progress=False, profile_calls=3,
+    )
+    data = _strict_json(out / "bench.json")
+    assert data == json.loads(json.dumps(result))
+    for key in ("schema_version", "date", "command_line", "machine",
+                "versions", "backend", "config", "seeds", "predictors",
+                "tasks"):
+        assert key in data, key
+    for key in ("platform", "processor", "cpu_count", "python"):
+        assert key in data["machine"]
+    for key in ("keras", "tensorflow", "numpy", "keras_hybrid"):
+        assert key in data["versions"]
+    assert data["config"]["warmup_steps"] == 3
+    task = data["tasks"]["tiny"]
+    for key in ("settings", "per_seed", "aggregate", "ratios", "overhead"):
+        assert key in task, key
+    names = ["baseline", "hybrid-linear", "equal-budget-linear"]
+    seed = task["per_seed"][0]
+    assert list(seed["arms"]) == names
+    for name in names:
+        assert set(figures.ARM_FIGURES) <= set(seed["arms"][name]["figures"])
+        assert set(figures.ARM_FIGURES) <= set(task["aggregate"][name])
+        assert seed["arms"][name]["evals"][0]["step"] == 0
+    hybrid = seed["arms"]["hybrid-linear"]
+    budget = seed["arms"]["equal-budget-linear"]
+    assert budget["budget"] == hybrid["figures"]["backward_passes"]
+    assert budget["optimizer_iterations"] == budget["budget"]
+    assert budget["figures"]["backward_passes"] == budget["budget"]
+    baseline = seed["arms"]["baseline"]["figures"]
+    assert baseline["backward_passes"] == baseline["steps"] == 12
+    assert hybrid["figures"]["steps"] == 12
+    assert any(p["phase"] == "PREDICT" for p in hybrid["phases"])
+    assert {"start_s", "end_s"} <= set(hybrid["phases"][0])
+    assert "training_summary" in hybrid["report"]
+    assert "hybrid-linear/baseline" in task["ratios"]
+    assert "hybrid-linear/equal-budget-linear" in task["ratios"]
+    assert {"plain_ms", "full_ms", "predict_ms", "skip_ms", "checks",
+            "step_split"} <= set(task["overhead"])
+    assert task["plot"] == "tiny.png"
+    assert os.path.getsize(out / "tiny.png") > 0
+
+
+def test_run_benchmark_argument_errors(tmp_path):
+    with pytest.raises(ValueError, match="seeds"):
+        run_benchmark([TinyTask()], seeds=0, out_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="predictors"):
+        run_benchmark([TinyTask()], predictors=["nope"],
+                      out_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="backend"):
+        run_benchmark([TinyTask()], backend="mxnet", out_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="missing"):
+        run_benchmark([object()], out_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="unique"):
+        run_benchmark([TinyTask(), TinyTask()], out_dir=str(tmp_path))
+
+
+# ================================================================== CLI
+def _cli_error(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ([], "required"),
+        (["bench", "--seeds", "0"], "positive integer"),
+        (["bench", "--seeds", "two"], "positive integer"),
+        (["bench", "--task", "imagenet"], "unknown task"),
+        (["bench", "--config", "/no/such/config.yaml"], "--config"),
+        (["bench", "--backend", "mxnet"], "invalid choice"),
+    ],
+)
+def test_cli_argument_errors(argv, message, capsys):
+    assert message in _cli_error(argv, capsys)
+
+
+def test_cli_out_must_be_a_directory(tmp_path, capsys):
+    path = tmp_path / "file"
+    path.write_text("x")
+    assert "--out" in _cli_error(["bench", "--out", str(path)], capsys)
+
+
+def test_cli_defaults():
+    parser = cli.build_parser()
+    quick = cli.resolve_bench_args(
+        parser, parser.parse_args(["bench", "--quick"])
+    )
+    assert parser.parse_args(["bench"]).command_parser.prog == (
+        "keras-hybrid bench"
+    )
+    assert (quick["tasks"], quick["seeds"], quick["quick"]) == (
+        "mnist1d-mlp", 1, True)
+    full = cli.resolve_bench_args(parser, parser.parse_args(["bench"]))
+    assert (full["tasks"], full["seeds"], full["quick"]) == ("all", 3, False)
+    custom = cli.resolve_bench_args(parser, parser.parse_args(
+        ["bench", "--quick", "--seeds", "2", "--config", "aggressive",
+         "--out", "x", "--backend", "tensorflow"]))
+    assert custom == {"tasks": "mnist1d-mlp", "seeds": 2,
+                      "config": "aggressive", "quick": True, "out_dir": "x",
+                      "backend": "tensorflow"}
+
+
+def test_same_seed_same_run():
+    spec = {"task": TinyTask(), "arm": "baseline", "seed": 3,
+            "eval_every": 3, "progress": False}
+    first, second = arms.run_arm(spec), arms.run_arm(spec)
+    assert [e["val_loss"] for e in first["evals"]] == [
+        e["val_loss"] for e in second["evals"]
+    ]
+
+
+class FailingTask(TinyTask):
+    def build_model(self, seed):
+        raise ValueError("model construction failed on purpose")
+
+
+def test_subprocess_error_is_reported(tmp_path):
+    with pytest.raises(RuntimeError, match="failed on purpose"):
+        run_benchmark([FailingTask()], seeds=1, out_dir=str(tmp_path),
+                      progress=False, profile_calls=1)
