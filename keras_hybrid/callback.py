@@ -61,6 +61,7 @@ class HybridPredictCallback(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self.runner is None:
             return
+        self.runner.flush_iterations()
         self.runner.end_time = time.perf_counter()
         self.model._attach_runner(None)
         self.model._hybrid_last_runner = self.runner

@@ -61,6 +61,7 @@ class HybridRunner:
         self._phase_losses = []
         self._phase_start_features = None
         self._awaiting_correct_loss = False
+        self._pending_iterations = 0
         if model.trainable_variables:
             self._setup()
 
@@ -120,7 +121,15 @@ class HybridRunner:
         self.last_logs = logs
         return logs
 
+    def flush_iterations(self):
+        """Adds the batches consumed without an optimizer update to
+        `optimizer.iterations` (batched: one op instead of one per step)."""
+        if self._pending_iterations:
+            self.model.optimizer.iterations.assign_add(self._pending_iterations)
+            self._pending_iterations = 0
+
     def _full_call(self, iterator, collect, kind=None):
+        self.flush_iterations()
         function = self.functions["full_collect" if collect else "full"]
         logs, stats = common.pop_stats(function(iterator))
         n = self.steps_per_execution
@@ -170,7 +179,7 @@ class HybridRunner:
             batch = self.backend.next_batch(iterator)
             if checking:
                 self._check_batches.append(batch)
-        self.model.optimizer.iterations.assign_add(n)
+        self._pending_iterations += n
         self.stats.count(Phase.PREDICT, steps=n)
         if checking:
             if len(self._check_batches) >= self.config.validation_samples:
@@ -315,6 +324,7 @@ class HybridRunner:
 
     def _end_predict(self, success, reason):
         c = self.controller
+        self.flush_iterations()
         self._abort = None
         self._loss_limit = None
         if success:

@@ -60,8 +60,8 @@ def profile_task(spec):
     two steps of `fit()` on each to build everything, then times `calls`
     calls (after `warmup` calls) of: the plain Keras train function, the
     hybrid `full` and `full_collect` functions, the forward-only `predict`
-    function, and a jump skip step (`next_batch` plus the iterations
-    increment, as the runner does). Each call's outputs are forced to host.
+    function, and a jump skip step (`next_batch`, as the runner
+    does). Each call's outputs are forced to host.
 
     Args:
         spec: an arm spec with `task`, `seed`, `config`, optional `calls`
@@ -97,11 +97,11 @@ def profile_task(spec):
     hybrid.fit(x, y, batch_size=batch, epochs=1, verbose=0,
                callbacks=[callback])
     runner = callback.runner
-    iterations = hybrid.optimizer.iterations
 
     def skip(iterator):
+        # What the runner does per skipped batch (the optimizer's step
+        # counter is advanced once per phase, not per batch).
         runner.backend.next_batch(iterator)
-        iterations.assign_add(1)
 
     count = batch * (warmup + calls)
     reps = math.ceil(count / len(task.x_train))
