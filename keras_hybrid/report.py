@@ -90,8 +90,7 @@ def build_report(runner):
     predicts = [r.length for r in history if r.phase == "PREDICT"]
     total_time = sum(sum(t) for t in stats.step_times.values())
     overhead_s = sum(stats.overhead.values())
-    steps_seen = max(len(stats.step_times.get("full", []))
-                     + len(stats.step_times.get("full_collect", [])), 1)
+    steps_seen = max(len(stats.step_times.get("full", [])), 1)
     pairs = stats.loss_pairs
     summary = {
         "total_steps": stats.total_steps,

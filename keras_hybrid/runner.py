@@ -130,8 +130,7 @@ class HybridRunner:
 
     def _full_call(self, iterator, collect, kind=None):
         self.flush_iterations()
-        function = self.functions["full_collect" if collect else "full"]
-        logs, stats = common.pop_stats(function(iterator))
+        logs, stats = common.pop_stats(self.functions["full"](iterator))
         n = self.steps_per_execution
         self.stats.count(self.controller.phase, backward=n, forward=n,
                          steps=n)
@@ -160,7 +159,7 @@ class HybridRunner:
                 self.trajectory.close_half()
         self.stats.add_overhead("encode", time.perf_counter() - encode_start)
         self.last_logs = logs
-        return logs, kind or ("full_collect" if collect else "full")
+        return logs, kind or "full"
 
     def _predict_call(self, iterator):
         c = self.controller

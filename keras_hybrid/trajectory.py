@@ -26,22 +26,27 @@ def restore(variables, values):
 
 
 def flat_dot(a, b):
-    """Sum over all tensors of `a * b`, as a Python float."""
-    return float(sum(float(ops.sum(x * y)) for x, y in zip(a, b)))
+    """Sum over all tensors of `a * b`, as a Python float (one transfer)."""
+    parts = [ops.sum(ops.multiply(x, y)) for x, y in zip(a, b)]
+    return float(ops.convert_to_numpy(ops.sum(ops.stack(parts))))
 
 
 def cosine(a, b):
     """Cosine similarity between two lists of tensors (0 if either is 0)."""
-    na = flat_dot(a, a)
-    nb = flat_dot(b, b)
+    sums = [
+        ops.stack([ops.sum(x * y), ops.sum(x * x), ops.sum(y * y)])
+        for x, y in zip(a, b)
+    ]
+    ab, na, nb = ops.convert_to_numpy(ops.sum(ops.stack(sums), axis=0))
     if na <= 0.0 or nb <= 0.0:
         return 0.0
-    return flat_dot(a, b) / float(np.sqrt(na * nb))
+    return float(ab / np.sqrt(na * nb))
 
 
 def all_finite(values):
     """Whether every entry of every tensor is finite."""
-    return all(bool(ops.all(ops.isfinite(v))) for v in values)
+    flags = [ops.all(ops.isfinite(v)) for v in values]
+    return bool(ops.convert_to_numpy(ops.all(ops.stack(flags))))
 
 
 class WeightTrajectory:

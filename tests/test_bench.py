@@ -179,13 +179,13 @@ def test_phases_in_time():
 
 
 def test_overhead_checks():
-    profile = {"plain_ms": 10.0, "full_ms": 10.2, "full_collect_ms": 11.0,
+    profile = {"plain_ms": 10.0, "full_ms": 10.2,
                "predict_ms": 4.0, "skip_ms": 0.1}
     stats = {"linear": {"pct": figures.aggregate([7.0]),
                         "memory_mb": figures.aggregate([1.0])}}
     out = figures.overhead_figures("stdlib-lm", profile, stats)
     ok = {c["name"]: c["ok"] for c in out["checks"]}
-    assert ok == {"full_over_plain": True, "full_collect_over_plain": False,
+    assert ok == {"full_over_plain": True,
                   "predict_over_full": True, "skip_over_full": True,
                   "predictor_overhead_pct[linear]": False}
     assert out["step_split"]["backward_ms"] == pytest.approx(6.0)

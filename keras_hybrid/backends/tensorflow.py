@@ -87,8 +87,10 @@ def make_phase_functions(model, accumulators, deltas):
         deltas: variables holding the per-step predicted weight change.
 
     Returns:
-        A dict of callables taking the fit loop's iterator: `"full"`,
-        `"full_collect"`, `"predict"`; and `"eval_loss"`, taking one batch as
+        A dict of callables taking the fit loop's iterator: `"full"` (a
+        training step that also adds the weights to `accumulators`; one
+        compiled function serves every phase with a backward pass, so only
+        one is traced) and `"predict"`; and `"eval_loss"`, taking one batch as
         returned by `next(iterator)` and returning the forward loss as a
         scalar tensor (inference mode, no state change).
     """
@@ -112,8 +114,7 @@ def make_phase_functions(model, accumulators, deltas):
         eval_loss = tf.function(eval_loss, reduce_retracing=True)
 
     return {
-        "full": model._make_function(model.train_step),
-        "full_collect": model._make_function(full_collect),
+        "full": model._make_function(full_collect),
         "predict": model._make_function(
             lambda data: predict_step(model, deltas, data)
         ),

@@ -59,7 +59,8 @@ def profile_task(spec):
     Builds a plain model and a hybrid model of the task (same seed), runs
     two steps of `fit()` on each to build everything, then times `calls`
     calls (after `warmup` calls) of: the plain Keras train function, the
-    hybrid `full` and `full_collect` functions, the forward-only `predict`
+    hybrid `full` function (which also adds the weights to the trajectory
+    sums), the forward-only `predict`
     function, and a jump skip step (`next_batch`, as the runner
     does). Each call's outputs are forced to host.
 
@@ -69,7 +70,7 @@ def profile_task(spec):
 
     Returns:
         A dict of median milliseconds: `plain_ms`, `full_ms`,
-        `full_collect_ms`, `predict_ms`, `skip_ms`, plus `calls`, `warmup`,
+        `predict_ms`, `skip_ms`, plus `calls`, `warmup`,
         `batch_size`, `backend`.
     """
     import keras_hybrid as kh
@@ -111,7 +112,6 @@ def profile_task(spec):
         {
             "plain_ms": plain_function,
             "full_ms": runner.functions["full"],
-            "full_collect_ms": runner.functions["full_collect"],
             "predict_ms": runner.functions["predict"],
             "skip_ms": skip,
         },

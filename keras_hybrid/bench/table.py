@@ -20,8 +20,7 @@ RATIO_COLUMNS = (
     ("time_to_target_s", "time-to-target", ".3f"),
 )
 CHECK_LABELS = {
-    "full_over_plain": "(b) hybrid FULL step / plain step",
-    "full_collect_over_plain": "(b) hybrid FULL+collect step / plain step",
+    "full_over_plain": "(b) hybrid FULL step (with trajectory sums) / plain",
     "predict_over_full": "(c) forward-only PREDICT step / FULL step",
     "skip_over_full": "(d) jump skip step / FULL step",
 }
@@ -96,7 +95,6 @@ def format_overhead(name, overhead):
         "warm-up calls, same batches):",
         f"  (a) plain Keras train step: {fmt(overhead.get('plain_ms'), '.3f')}"
         f" ms (hybrid FULL {fmt(overhead.get('full_ms'), '.3f')} ms, "
-        f"FULL+collect {fmt(overhead.get('full_collect_ms'), '.3f')} ms, "
         f"PREDICT {fmt(overhead.get('predict_ms'), '.3f')} ms, "
         f"skip {fmt(overhead.get('skip_ms'), '.3f')} ms)",
     ]
@@ -126,7 +124,7 @@ def format_overhead(name, overhead):
         "  per-step split: forward (PREDICT step) "
         f"{fmt(split['forward_ms'], '.3f')} ms | backward+update (plain step"
         f" - forward) {fmt(split['backward_ms'], '.3f')} ms | hybrid "
-        f"overhead (FULL+collect - plain) {fmt(split['overhead_ms'], '.3f')}"
+        f"overhead (hybrid FULL - plain) {fmt(split['overhead_ms'], '.3f')}"
         " ms"
     )
     return lines
