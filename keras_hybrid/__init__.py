@@ -10,6 +10,10 @@ from keras_hybrid.config import DivergenceConfig
 from keras_hybrid.config import HybridConfig
 from keras_hybrid.config import MetricsConfig
 from keras_hybrid.config import PredictorConfig
+from keras_hybrid.divergence import DivergenceError
+from keras_hybrid.divergence import DivergenceLevel
+from keras_hybrid.divergence import DivergenceMonitor
+from keras_hybrid.divergence import HybridTrainingError
 from keras_hybrid.model import HybridModel
 from keras_hybrid.model import WrappedHybridModel
 from keras_hybrid.phases import IllegalTransitionError
@@ -21,9 +25,13 @@ __version__ = "0.1.0"
 __all__ = [
     "CheckpointConfig",
     "DivergenceConfig",
+    "DivergenceError",
+    "DivergenceLevel",
+    "DivergenceMonitor",
     "HybridConfig",
     "HybridModel",
     "HybridPredictCallback",
+    "HybridTrainingError",
     "IllegalTransitionError",
     "MetricsConfig",
     "Phase",

@@ -161,7 +161,8 @@ class DivergenceConfig:
         prediction_error: relative error of a predicted loss above which the
             prediction counts as wrong.
         oscillation_sign_changes: more sign changes of the loss difference
-            than this within `oscillation_window` steps is an oscillation.
+            than this within `oscillation_window` steps is an oscillation
+            (only swings above twice the loss's standard deviation count).
         oscillation_window: window of the oscillation check, in steps.
         check_interval_steps: how often the monitor runs, in steps.
         max_consecutive_failures: rejected predictions in a row after which

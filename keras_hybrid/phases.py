@@ -68,6 +68,7 @@ class PhaseController:
         self.consecutive_failures = 0
         self.cooldown = 0
         self.forced_full_steps = 0
+        self.horizon_scale = 1.0
         self.history = [
             PhaseRecord("WARMUP", 0, planned_length=self.phase_length)
         ]
@@ -83,7 +84,8 @@ class PhaseController:
         """The PREDICT length for a given confidence."""
         c = self.config
         span = c.max_predict_steps - c.min_predict_steps
-        scale = confidence**2 * c.horizon_decay**self.consecutive_predicts
+        scale = (confidence**2 * c.horizon_decay**self.consecutive_predicts
+                 * self.horizon_scale)
         length = c.min_predict_steps + span * scale
         return int(min(max(round(length), c.min_predict_steps),
                        c.max_predict_steps))
@@ -151,6 +153,7 @@ class PhaseController:
     def record_prediction(self, success):
         """Records how a PREDICT phase went, for the horizon and cooldown."""
         if success:
+            self.horizon_scale = min(1.0, self.horizon_scale * 1.25)
             self.consecutive_predicts += 1
             self.consecutive_failures = 0
         else:

@@ -15,6 +15,7 @@ import numpy as np
 
 from keras_hybrid import backends
 from keras_hybrid import dynamics
+from keras_hybrid import divergence
 from keras_hybrid.backends import common
 from keras_hybrid.phases import Phase
 from keras_hybrid.phases import PhaseController
@@ -45,6 +46,14 @@ class HybridRunner:
         self.predictor = None
         self.controller = PhaseController(config)
         self.state = TrainingState()
+        self.monitor = divergence.DivergenceMonitor(
+            config.divergence, full_steps=config.full_steps
+        )
+        self._good_vars = None
+        self._good_values = None
+        self._good_step = None
+        self._phase_alarm = False
+        self._action = None
         self.stats = RunStatistics()
         self.steps_per_execution = int(model.steps_per_execution or 1)
         self.confidence = 0.0
@@ -101,7 +110,9 @@ class HybridRunner:
             logs, kind = self._full_call(iterator, collect=phase == Phase.FULL)
         self.stats.add_time(kind, time.perf_counter() - start)
         self.controller.advance(self.steps_per_execution)
-        if self._abort is not None:
+        if self._action is not None:
+            self._apply_action()
+        elif self._abort is not None:
             self._end_predict(success=False, reason=self._abort)
         elif self.controller.phase_done:
             self._end_phase()
@@ -137,6 +148,14 @@ class HybridRunner:
         loss = stats.get(common.LOSS_KEY)
         encode_start = time.perf_counter()
         if loss is not None:
+            self._monitor(loss, stats.get(common.GRAD_NORM_KEY))
+        bad_step = self._action is not None and isinstance(
+            self._action[1],
+            (divergence.RollbackAndRetry, divergence.Abort),
+        )
+        if self._good_values is None and not bad_step:
+            self._save_good_point()
+        if loss is not None and not bad_step:
             self.state.record(
                 self.controller.step + n,
                 loss,
@@ -204,6 +223,78 @@ class HybridRunner:
             self.last_logs = dict(self.model.get_metrics_result())
         return self.last_logs
 
+    # ====================================================== divergence
+    def _monitor(self, loss, grad_norm):
+        """Checks one backward step; queues a recovery action if needed."""
+        interval = self.config.divergence.check_interval_steps
+        finite = math.isfinite(loss) and (
+            grad_norm is None or math.isfinite(grad_norm)
+        )
+        if finite and (self.controller.step // self.steps_per_execution) % (
+            interval
+        ):
+            return
+        predicted = self.predicted_loss if self._awaiting_correct_loss else None
+        level, signals = self.monitor.check(loss, grad_norm, predicted)
+        if level == divergence.DivergenceLevel.NORMAL:
+            return
+        if level >= divergence.DivergenceLevel.WARNING:
+            self._phase_alarm = True
+        action = self.monitor.decide(
+            level, signals, self.controller.step, self._good_step
+        )
+        self._action = (signals, action)
+
+    def _save_good_point(self):
+        """Snapshots model and optimizer variables: the rollback target."""
+        guarded = list(self.model.variables) + list(
+            self.model.optimizer.variables
+        )
+        self._good_vars = guarded
+        self._good_values = snapshot(guarded)
+        self._good_step = self.controller.step + self.steps_per_execution
+
+    def _apply_action(self):
+        signals, action = self._action
+        self._action = None
+        c = self.controller
+        names = "+".join(s.name for s in signals)
+        outcome = type(action).__name__
+        if isinstance(action, divergence.ReducePredictRatio):
+            c.horizon_scale = max(0.1, c.horizon_scale * action.factor)
+        elif isinstance(action, divergence.ForceFullPhase):
+            self.force_full(action.steps)
+        elif isinstance(action, (divergence.RollbackAndRetry,
+                                 divergence.Abort)):
+            if c.phase == Phase.PREDICT:
+                self._end_predict(success=False, reason=names)
+            self.flush_iterations()
+            if self._good_values is not None:
+                restore(self._good_vars, self._good_values)
+            if isinstance(action, divergence.Abort):
+                self.stats.event(c.step, names, "Abort: weights and "
+                                 f"optimizer restored to step {self._good_step}")
+                self.model._attach_runner(None)
+                raise divergence.DivergenceError(action.reason)
+            outcome += self._scale_learning_rate(action.learning_rate_factor)
+            outcome += f" (to step {self._good_step})"
+            c.force_full(2 * self.config.full_steps)
+            if c.phase == Phase.FULL:
+                self._start_full()
+        self.stats.event(c.step, names, outcome)
+        if c.phase_done:
+            self._end_phase()
+
+    def _scale_learning_rate(self, factor):
+        optimizer = self.model.optimizer
+        if isinstance(
+            optimizer.learning_rate, keras.optimizers.schedules.LearningRateSchedule
+        ) or callable(getattr(optimizer, "_learning_rate", None)):
+            return ", learning-rate schedule left unchanged"
+        new = float(keras.ops.convert_to_numpy(optimizer.learning_rate)) * factor
+        optimizer.learning_rate = new
+        return f", learning rate -> {new:.3g}"
+
     # ========================================================== phases
     def _start_full(self):
         self.trajectory.start_phase()
@@ -223,6 +314,9 @@ class HybridRunner:
     def _end_full(self):
         c = self.controller
         start = time.perf_counter()
+        if not self._phase_alarm:
+            self._save_good_point()
+        self._phase_alarm = False
         have_drift = self.trajectory.finish_phase()
         self.predictor.update_from_observation(
             self._phase_start_features, self.state, self._phase_losses

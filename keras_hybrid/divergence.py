@@ -1,0 +1,217 @@
+"""Divergence monitor: signals, levels and recovery actions.
+
+The monitor looks at the scalars every step already produces (batch loss,
+gradient norm, the predictor's loss forecast) and returns a level with the
+signals that raised it. `decide` maps a level to a recovery action; the
+runner carries the action out and records the event in the report.
+"""
+
+import collections
+import dataclasses
+import enum
+import math
+
+
+class HybridTrainingError(RuntimeError):
+    """Base class of the errors hybrid training raises on purpose."""
+
+
+class DivergenceError(HybridTrainingError):
+    """Training diverged and recovery gave up (an `Abort` action)."""
+
+
+class DivergenceLevel(enum.IntEnum):
+    NORMAL = 0
+    CAUTION = 1
+    WARNING = 2
+    CRITICAL = 3
+
+
+@dataclasses.dataclass
+class Signal:
+    """One reason for concern: its name, the value seen and the limit."""
+
+    name: str
+    value: float
+    threshold: float
+    level: DivergenceLevel
+
+
+# ---------------------------------------------------------------- actions
+@dataclasses.dataclass
+class Continue:
+    """Nothing to do."""
+
+
+@dataclasses.dataclass
+class ReducePredictRatio:
+    """Shrink the PREDICT horizon by `factor` (in (0, 1))."""
+
+    factor: float = 0.5
+
+
+@dataclasses.dataclass
+class ForceFullPhase:
+    """End any prediction and run only FULL phases for `steps` steps."""
+
+    steps: int
+
+
+@dataclasses.dataclass
+class RollbackAndRetry:
+    """Restore weights and optimizer state of `checkpoint_step` and go on
+    with the learning rate times `learning_rate_factor`."""
+
+    checkpoint_step: int
+    learning_rate_factor: float = 0.5
+
+
+@dataclasses.dataclass
+class Abort:
+    """Stop training with a `DivergenceError` carrying `reason`."""
+
+    reason: str
+
+
+class DivergenceMonitor:
+    """Watches loss and gradient statistics for signs of divergence.
+
+    Args:
+        config: the `DivergenceConfig`.
+        full_steps: FULL phase length (the length of a forced FULL stretch).
+        max_rollbacks: rollbacks allowed before `Abort`.
+    """
+
+    def __init__(self, config, full_steps=20, max_rollbacks=3):
+        self.config = config
+        self.full_steps = full_steps
+        self.max_rollbacks = max_rollbacks
+        self.reset()
+
+    def reset(self):
+        self.loss_mean = None
+        self.loss_var = 0.0
+        self.grad_baseline = None
+        self.losses = collections.deque(
+            maxlen=self.config.oscillation_window + 1
+        )
+        self.rollbacks = 0
+        self.steps_seen = 0
+
+    # ---------------------------------------------------------- checks
+    def check(self, loss, grad_norm=None, predicted_loss=None):
+        """Checks one step's statistics.
+
+        Args:
+            loss: the batch loss.
+            grad_norm: the global gradient norm (`None` on steps without a
+                backward pass).
+            predicted_loss: the predictor's forecast for this loss, if any.
+
+        Returns:
+            `(level, signals)`.
+        """
+        c = self.config
+        signals = []
+        self.steps_seen += 1
+        if loss is None or not math.isfinite(loss):
+            signals.append(Signal("non_finite_loss", _num(loss), 0.0,
+                                  DivergenceLevel.CRITICAL))
+        if grad_norm is not None and not math.isfinite(grad_norm):
+            signals.append(Signal("non_finite_gradient", _num(grad_norm), 0.0,
+                                  DivergenceLevel.CRITICAL))
+        if signals:
+            return DivergenceLevel.CRITICAL, signals
+
+        if self.loss_mean is not None and self.steps_seen > 10:
+            sigma = max(math.sqrt(self.loss_var), 1e-3 * abs(self.loss_mean))
+            limit = self.loss_mean + c.loss_sigma * sigma
+            if loss > limit:
+                level = (DivergenceLevel.CRITICAL
+                         if loss > self.loss_mean + 3 * c.loss_sigma * sigma
+                         else DivergenceLevel.WARNING)
+                signals.append(Signal("loss_sigma", loss, limit, level))
+        if grad_norm is not None and self.grad_baseline:
+            high = c.grad_explosion_factor * self.grad_baseline
+            low = c.grad_vanishing_factor * self.grad_baseline
+            if grad_norm > high:
+                signals.append(Signal("gradient_explosion", grad_norm, high,
+                                      DivergenceLevel.CRITICAL))
+            elif grad_norm < low:
+                signals.append(Signal("gradient_vanishing", grad_norm, low,
+                                      DivergenceLevel.WARNING))
+        if predicted_loss is not None and predicted_loss > 0:
+            error = abs(loss - predicted_loss) / predicted_loss
+            if error > c.prediction_error:
+                signals.append(Signal("prediction_error", error,
+                                      c.prediction_error,
+                                      DivergenceLevel.CAUTION))
+        self.losses.append(loss)
+        changes = self._sign_changes()
+        if changes > c.oscillation_sign_changes:
+            signals.append(Signal("oscillation", changes,
+                                  c.oscillation_sign_changes,
+                                  DivergenceLevel.CAUTION))
+        level = max((s.level for s in signals),
+                    default=DivergenceLevel.NORMAL)
+        if level <= DivergenceLevel.CAUTION:
+            self._update_baselines(loss, grad_norm)
+        return level, signals
+
+    def _sign_changes(self):
+        """Sign changes of the loss differences in the window, counting only
+        swings larger than twice the loss's running standard deviation (the
+        step-to-step noise of minibatch losses alternates all the time)."""
+        values = list(self.losses)
+        floor = 2.0 * math.sqrt(self.loss_var) if self.loss_mean else 0.0
+        diffs = [b - a for a, b in zip(values, values[1:])
+                 if abs(b - a) > floor and b != a]
+        return sum(1 for a, b in zip(diffs, diffs[1:]) if (a > 0) != (b > 0))
+
+    def _update_baselines(self, loss, grad_norm, decay=0.95):
+        if self.loss_mean is None:
+            self.loss_mean = loss
+        else:
+            diff = loss - self.loss_mean
+            self.loss_mean += (1 - decay) * diff
+            self.loss_var = decay * (self.loss_var + (1 - decay) * diff**2)
+        if grad_norm is not None and grad_norm > 0:
+            if self.grad_baseline is None:
+                self.grad_baseline = grad_norm
+            else:
+                self.grad_baseline += (1 - decay) * (
+                    grad_norm - self.grad_baseline
+                )
+
+    # ---------------------------------------------------------- policy
+    def decide(self, level, signals, step, last_good_step):
+        """Maps a level to a recovery action.
+
+        CAUTION shrinks the prediction horizon; WARNING forces FULL phases;
+        CRITICAL rolls back to the last good point (halving the learning
+        rate) up to `max_rollbacks` times, then aborts.
+        """
+        if level == DivergenceLevel.NORMAL:
+            return Continue()
+        if level == DivergenceLevel.CAUTION:
+            return ReducePredictRatio(0.5)
+        if level == DivergenceLevel.WARNING:
+            return ForceFullPhase(2 * self.full_steps)
+        names = ", ".join(
+            f"{s.name} (value {s.value:.4g}, limit {s.threshold:.4g})"
+            for s in signals
+        )
+        if last_good_step is None or self.rollbacks >= self.max_rollbacks:
+            return Abort(
+                f"Training diverged at step {step}: {names}. "
+                f"{self.rollbacks} rollback(s) with a halved learning rate "
+                "did not help. Lower the learning rate, add gradient "
+                "clipping (e.g. `clipnorm` on the optimizer), check the "
+                "data for bad values, or use the 'conservative' preset."
+            )
+        self.rollbacks += 1
+        return RollbackAndRetry(last_good_step, 0.5)
+
+
+def _num(value):
+    return float("nan") if value is None else float(value)
