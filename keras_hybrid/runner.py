@@ -21,10 +21,9 @@ from keras_hybrid.phases import Phase
 from keras_hybrid.phases import PhaseController
 from keras_hybrid.report import RunStatistics
 from keras_hybrid.state import TrainingState
+from keras_hybrid.trajectory import VariableSnapshots
 from keras_hybrid.trajectory import WeightTrajectory
 from keras_hybrid.trajectory import all_finite
-from keras_hybrid.trajectory import restore
-from keras_hybrid.trajectory import snapshot
 
 
 class HybridRunner:
@@ -250,8 +249,11 @@ class HybridRunner:
         guarded = list(self.model.variables) + list(
             self.model.optimizer.variables
         )
-        self._good_vars = guarded
-        self._good_values = snapshot(guarded)
+        if self._good_vars is None or [id(v) for v in guarded] != [
+            id(v) for v in self._good_vars.variables
+        ]:
+            self._good_vars = VariableSnapshots(guarded)
+        self._good_values = self._good_vars.take()
         self._good_step = self.controller.step + self.steps_per_execution
 
     def _apply_action(self):
@@ -270,7 +272,7 @@ class HybridRunner:
                 self._end_predict(success=False, reason=names)
             self.flush_iterations()
             if self._good_values is not None:
-                restore(self._good_vars, self._good_values)
+                self._good_vars.restore(self._good_values)
             if isinstance(action, divergence.Abort):
                 self.stats.event(c.step, names, "Abort: weights and "
                                  f"optimizer restored to step {self._good_step}")
@@ -356,11 +358,11 @@ class HybridRunner:
         )
         self._outcome = outcome
         self.predicted_loss = outcome.predicted_loss
-        self._restore_point = snapshot(self.variables)
+        self._restore_point = self.trajectory.snapshots.take()
         self._check_batches = []
         self.stats.predictions_attempted += 1
         if self.config.predict_mode == "per_step":
-            restore(self.variables, outcome.start)
+            self.trajectory.snapshots.restore(outcome.start)
             for delta, value in zip(self.deltas, outcome.per_step_delta):
                 delta.assign(value)
             moments = self.state.full_loss
@@ -397,7 +399,7 @@ class HybridRunner:
                     "rejected_before_apply",
                 )
                 continue
-            restore(self.variables, candidate)
+            self.trajectory.snapshots.restore(candidate)
             loss = mean_loss()
             tried.append((scale, loss))
             if math.isfinite(loss) and loss < best_loss:
@@ -410,9 +412,9 @@ class HybridRunner:
              "accepted_scale": best[0] if best else None}
         )
         if best is not None and best_loss <= limit:
-            restore(self.variables, best[1])
+            self.trajectory.snapshots.restore(best[1])
             return
-        restore(self.variables, self._restore_point)
+        self.trajectory.snapshots.restore(self._restore_point)
         self._abort = "forward_check"
 
     def _end_predict(self, success, reason):
@@ -426,7 +428,7 @@ class HybridRunner:
             self._awaiting_correct_loss = self.predicted_loss is not None
             c.transition(Phase.CORRECT, outcome="completed")
         else:
-            restore(self.variables, self._restore_point)
+            self.trajectory.snapshots.restore(self._restore_point)
             self.stats.predictions_rejected += 1
             self.stats.event(c.step, reason, "weights_restored")
             self.predictor.record_outcome(False)

@@ -7,46 +7,75 @@ the end, the second half's. Averaging removes most of the step-to-step noise
 of stochastic training (DESIGN section 5: averaged trajectories pass the
 forward check far more often than raw extrapolation). The drift is the
 per-step displacement between the two averages.
+
+Each phase-boundary operation is compiled into a single dispatch
+(`backends.compile_function`), so its cost does not grow with the number of
+variables.
 """
 
 import numpy as np
 import keras
 from keras import ops
 
-
-def snapshot(variables):
-    """Returns copies of the variables' current values."""
-    return [ops.copy(ops.convert_to_tensor(v)) for v in variables]
+from keras_hybrid.backends import compile_function
 
 
-def restore(variables, values):
-    """Assigns `values` to `variables` (exactly, bit for bit)."""
-    for variable, value in zip(variables, values):
-        variable.assign(value)
+class VariableSnapshots:
+    """Exact copies of a fixed list of variables, taken and restored in one
+    compiled call each.
+
+    Args:
+        variables: the variables to copy.
+    """
+
+    def __init__(self, variables):
+        self.variables = list(variables)
+        self._take = compile_function(
+            lambda: [ops.copy(ops.convert_to_tensor(v)) for v in self.variables]
+        )
+        self._restore = compile_function(self._assign)
+
+    def _assign(self, values):
+        for variable, value in zip(self.variables, values):
+            variable.assign(value)
+        return values[0] if values else None
+
+    def take(self):
+        """Returns copies of the variables' current values."""
+        return self._take()
+
+    def restore(self, values):
+        """Assigns `values` to the variables (exactly, bit for bit)."""
+        self._restore(list(values))
 
 
-def flat_dot(a, b):
-    """Sum over all tensors of `a * b`, as a Python float (one transfer)."""
-    parts = [ops.sum(ops.multiply(x, y)) for x, y in zip(a, b)]
-    return float(ops.convert_to_numpy(ops.sum(ops.stack(parts))))
+def _cosine_parts(a, b):
+    parts = [
+        ops.stack([ops.sum(x * y), ops.sum(x * x), ops.sum(y * y)])
+        for x, y in zip(a, b)
+    ]
+    return ops.sum(ops.stack(parts), axis=0)
+
+
+def _finite(values):
+    return ops.all(ops.stack([ops.all(ops.isfinite(v)) for v in values]))
+
+
+_cosine_parts_compiled = compile_function(_cosine_parts)
+_finite_compiled = compile_function(_finite)
 
 
 def cosine(a, b):
     """Cosine similarity between two lists of tensors (0 if either is 0)."""
-    sums = [
-        ops.stack([ops.sum(x * y), ops.sum(x * x), ops.sum(y * y)])
-        for x, y in zip(a, b)
-    ]
-    ab, na, nb = ops.convert_to_numpy(ops.sum(ops.stack(sums), axis=0))
+    ab, na, nb = ops.convert_to_numpy(_cosine_parts_compiled(list(a), list(b)))
     if na <= 0.0 or nb <= 0.0:
         return 0.0
     return float(ab / np.sqrt(na * nb))
 
 
 def all_finite(values):
-    """Whether every entry of every tensor is finite."""
-    flags = [ops.all(ops.isfinite(v)) for v in values]
-    return bool(ops.convert_to_numpy(ops.all(ops.stack(flags))))
+    """Whether every entry of every tensor is finite (one transfer)."""
+    return bool(ops.convert_to_numpy(_finite_compiled(list(values))))
 
 
 class WeightTrajectory:
@@ -66,6 +95,11 @@ class WeightTrajectory:
             )
             for i, v in enumerate(self.variables)
         ]
+        self.snapshots = VariableSnapshots(self.variables)
+        self._reset = compile_function(self._reset_impl)
+        self._close = compile_function(self._close_impl)
+        self._finish = compile_function(self._finish_impl)
+        self._target = compile_function(self._target_impl)
         self.count = 0
         self.first_mean = None
         self.first_count = 0
@@ -73,7 +107,33 @@ class WeightTrajectory:
         self.second_count = 0
         self.drift = None
         self.previous_drift = None
+        self._consistency = None
 
+    # ------------------------------------------------ compiled bodies
+    def _reset_impl(self):
+        for acc in self.accumulators:
+            acc.assign(ops.zeros_like(acc))
+        return ops.zeros(())
+
+    def _close_impl(self, count):
+        means = [ops.divide(ops.convert_to_tensor(acc), count)
+                 for acc in self.accumulators]
+        for acc in self.accumulators:
+            acc.assign(ops.zeros_like(acc))
+        return means
+
+    def _finish_impl(self, count, first, distance):
+        second = [ops.divide(ops.convert_to_tensor(acc), count)
+                  for acc in self.accumulators]
+        drift = [ops.divide(ops.subtract(b, a), distance)
+                 for a, b in zip(first, second)]
+        return second, drift
+
+    def _target_impl(self, means, drift, offset):
+        return [ops.add(m, ops.multiply(d, offset))
+                for m, d in zip(means, drift)]
+
+    # ------------------------------------------------------- API
     @property
     def num_parameters(self):
         return int(sum(np.prod(v.shape) for v in self.variables))
@@ -85,8 +145,7 @@ class WeightTrajectory:
 
     def start_phase(self):
         """Resets the sums at the start of a FULL phase."""
-        for acc in self.accumulators:
-            acc.assign(ops.zeros_like(acc))
+        self._reset()
         self.count = 0
         self.first_mean = None
         self.first_count = 0
@@ -97,11 +156,8 @@ class WeightTrajectory:
 
     def close_half(self):
         """Turns the sums so far into the first half's average."""
-        self.first_mean = [ops.divide(acc, self.count) for acc in
-                           self.accumulators]
+        self.first_mean = self._close(_scalar(self.count))
         self.first_count = self.count
-        for acc in self.accumulators:
-            acc.assign(ops.zeros_like(acc))
         self.count = 0
 
     def finish_phase(self):
@@ -112,15 +168,15 @@ class WeightTrajectory:
         """
         if self.first_mean is None or self.count == 0:
             return False
-        self.second_mean = [ops.divide(acc, self.count) for acc in
-                            self.accumulators]
-        self.second_count = self.count
-        distance = (self.first_count + self.second_count) / 2.0
+        distance = (self.first_count + self.count) / 2.0
         self.previous_drift = self.drift
-        self.drift = [
-            ops.divide(ops.subtract(b, a), distance)
-            for a, b in zip(self.first_mean, self.second_mean)
-        ]
+        self.second_mean, self.drift = self._finish(
+            _scalar(self.count), self.first_mean, _scalar(distance)
+        )
+        self.second_count = self.count
+        self._consistency = None
+        if self.previous_drift is not None:
+            self._consistency = cosine(self.drift, self.previous_drift)
         return True
 
     @property
@@ -131,14 +187,13 @@ class WeightTrajectory:
     def target(self, steps_ahead):
         """Weights `steps_ahead` steps past the current position, along the
         drift, starting from the (denoised) second-half average."""
-        offset = self.lag + steps_ahead
-        return [
-            ops.add(m, ops.multiply(d, offset))
-            for m, d in zip(self.second_mean, self.drift)
-        ]
+        return self._target(self.second_mean, self.drift,
+                            _scalar(self.lag + steps_ahead))
 
     def drift_consistency(self):
         """Cosine between the last two phases' drifts (`None` before two)."""
-        if self.previous_drift is None or self.drift is None:
-            return None
-        return cosine(self.drift, self.previous_drift)
+        return self._consistency
+
+
+def _scalar(value):
+    return ops.convert_to_tensor(float(value), dtype="float32")

@@ -19,3 +19,14 @@ def get():
             f"Received: KERAS_BACKEND={name!r}"
         )
     return module
+
+
+def compile_function(function):
+    """Compiles a function of tensors (and captured variables) into one
+    dispatch where the backend can: phase-boundary work (averages, drift,
+    snapshots) would otherwise cost one eager op per variable."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(function, reduce_retracing=True, autograph=False)
+    return function
