@@ -76,11 +76,20 @@ class Abort:
 class DivergenceMonitor:
     """Watches loss and gradient statistics for signs of divergence.
 
+    Levels: non-finite loss or gradient, or a gradient norm above ten times
+    the explosion threshold, is CRITICAL. A loss more than `loss_sigma`
+    standard deviations above its running mean, an exploding or a vanishing
+    gradient is a WARNING; `PERSISTENT_WARNINGS` loss or explosion warnings
+    in a row become CRITICAL (a vanishing gradient never does: rolling back
+    cannot cure it). A wrong loss forecast and an oscillating loss are CAUTION.
+
     Args:
         config: the `DivergenceConfig`.
         full_steps: FULL phase length (the length of a forced FULL stretch).
         max_rollbacks: rollbacks allowed before `Abort`.
     """
+
+    PERSISTENT_WARNINGS = 3
 
     def __init__(self, config, full_steps=20, max_rollbacks=3):
         self.config = config
@@ -97,6 +106,7 @@ class DivergenceMonitor:
         )
         self.rollbacks = 0
         self.steps_seen = 0
+        self.warnings_in_a_row = 0
 
     # ---------------------------------------------------------- checks
     def check(self, loss, grad_norm=None, predicted_loss=None):
@@ -127,16 +137,18 @@ class DivergenceMonitor:
             sigma = max(math.sqrt(self.loss_var), 1e-3 * abs(self.loss_mean))
             limit = self.loss_mean + c.loss_sigma * sigma
             if loss > limit:
-                level = (DivergenceLevel.CRITICAL
-                         if loss > self.loss_mean + 3 * c.loss_sigma * sigma
-                         else DivergenceLevel.WARNING)
-                signals.append(Signal("loss_sigma", loss, limit, level))
+                signals.append(Signal("loss_sigma", loss, limit,
+                                      DivergenceLevel.WARNING))
         if grad_norm is not None and self.grad_baseline:
             high = c.grad_explosion_factor * self.grad_baseline
             low = c.grad_vanishing_factor * self.grad_baseline
             if grad_norm > high:
+                # One large gradient is common late in training (a hard
+                # batch); ten times the explosion threshold is not.
+                level = (DivergenceLevel.CRITICAL
+                         if grad_norm > 10 * high else DivergenceLevel.WARNING)
                 signals.append(Signal("gradient_explosion", grad_norm, high,
-                                      DivergenceLevel.CRITICAL))
+                                      level))
             elif grad_norm < low:
                 signals.append(Signal("gradient_vanishing", grad_norm, low,
                                       DivergenceLevel.WARNING))
@@ -154,9 +166,26 @@ class DivergenceMonitor:
                                   DivergenceLevel.CAUTION))
         level = max((s.level for s in signals),
                     default=DivergenceLevel.NORMAL)
+        escalating = {"loss_sigma", "gradient_explosion"}
+        if level == DivergenceLevel.WARNING and any(
+            s.name in escalating for s in signals
+        ):
+            self.warnings_in_a_row += 1
+            if self.warnings_in_a_row >= self.PERSISTENT_WARNINGS:
+                level = DivergenceLevel.CRITICAL
+                signals.append(Signal("persistent_warning",
+                                      self.warnings_in_a_row,
+                                      self.PERSISTENT_WARNINGS, level))
+        else:
+            self.warnings_in_a_row = 0
         if level <= DivergenceLevel.CAUTION:
             self._update_baselines(loss, grad_norm)
         return level, signals
+
+    def healthy(self):
+        """Called at the end of a FULL phase without alarms: a rollback
+        budget spent long ago is given back one at a time."""
+        self.rollbacks = max(0, self.rollbacks - 1)
 
     def _sign_changes(self):
         """Sign changes of the loss differences in the window, counting only

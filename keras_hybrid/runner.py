@@ -318,6 +318,7 @@ class HybridRunner:
         start = time.perf_counter()
         if not self._phase_alarm:
             self._save_good_point()
+            self.monitor.healthy()
         self._phase_alarm = False
         have_drift = self.trajectory.finish_phase()
         self.predictor.update_from_observation(
