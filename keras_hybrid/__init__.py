@@ -5,6 +5,9 @@ would have done. See README.md.
 """
 
 from keras_hybrid.callback import HybridPredictCallback
+from keras_hybrid.checkpoint import CheckpointError
+from keras_hybrid.checkpoint import latest_checkpoint
+from keras_hybrid.checkpoint import verify_checkpoint
 from keras_hybrid.config import CheckpointConfig
 from keras_hybrid.config import DivergenceConfig
 from keras_hybrid.config import HybridConfig
@@ -24,6 +27,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointConfig",
+    "CheckpointError",
     "DivergenceConfig",
     "DivergenceError",
     "DivergenceLevel",
@@ -38,4 +42,6 @@ __all__ = [
     "PhaseController",
     "PredictorConfig",
     "WrappedHybridModel",
+    "latest_checkpoint",
+    "verify_checkpoint",
 ]

@@ -3,7 +3,9 @@
 import time
 
 import keras
+import numpy as np
 
+from keras_hybrid import checkpoint
 from keras_hybrid.config import HybridConfig
 from keras_hybrid.report import build_report
 from keras_hybrid.report import save_report
@@ -37,6 +39,8 @@ class HybridPredictCallback(keras.callbacks.Callback):
         if self.config is not None:
             _check_supported(self.config)
         self.runner = None
+        self._resume_metrics = None
+        self._next_save = None
 
     def on_train_begin(self, logs=None):
         from keras_hybrid.model import HybridModel
@@ -52,11 +56,66 @@ class HybridPredictCallback(keras.callbacks.Callback):
         config = self.config or model.hybrid_config or HybridConfig()
         _check_supported(config)
         self.runner = HybridRunner(model, config)
+        self.runner.steps_per_epoch = (self.params or {}).get("steps")
+        self._resume_metrics = None
+        resume = getattr(model, "_hybrid_resume", None)
+        if resume is not None:
+            self._resume(resume)
+            model._hybrid_resume = None
+        interval = config.checkpoint.save_interval
+        self._next_save = (
+            (self.runner.controller.step // interval + 1) * interval
+            if interval and config.checkpoint.directory else None
+        )
         model._attach_runner(self.runner)
+
+    def _resume(self, resume):
+        """Continues a checkpointed run: runner state, epoch and position."""
+        from keras_hybrid.runner_state import set_runner_state
+
+        state = resume["training_state"]
+        if resume["runner"] is not None:
+            set_runner_state(self.runner, *resume["runner"])
+        epoch = int(state.get("epoch") or 0)
+        self.runner.epoch = epoch
+        self.runner.skip_batches = int(state.get("batch_in_epoch") or 0)
+        self.model._initial_epoch = epoch
+        self._resume_metrics = resume["metrics"]
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.runner is not None:
             self.runner.last_logs = None
+            self.runner.epoch = epoch
+            self.runner.batch_in_epoch = 0
+            if self._resume_metrics is not None:
+                variables = self.model.metrics_variables
+                # Compiled metrics are built by the first fit(); restore
+                # their running means only if they match what was saved.
+                if [tuple(v.shape) for v in variables] == [
+                    np.shape(m) for m in self._resume_metrics
+                ]:
+                    for variable, value in zip(variables,
+                                               self._resume_metrics):
+                        variable.assign(value)
+                self._resume_metrics = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        runner = self.runner
+        if (
+            self._next_save is None
+            or runner is None
+            or runner.controller.step < self._next_save
+            or not runner.safe_to_checkpoint
+        ):
+            return
+        ck = runner.config.checkpoint
+        step = runner.controller.step
+        self.model.save_checkpoint(
+            checkpoint.step_path(ck.directory, step),
+            include_predictor=ck.include_predictor,
+        )
+        checkpoint.rotate(ck.directory, ck.keep_last_n)
+        self._next_save = (step // ck.save_interval + 1) * ck.save_interval
 
     def on_train_end(self, logs=None):
         if self.runner is None:

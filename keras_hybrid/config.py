@@ -246,6 +246,13 @@ class CheckpointConfig:
         _check_int(o, "save_interval", self.save_interval, 0)
         _check_int(o, "keep_last_n", self.keep_last_n, 1)
         _check_bool(o, "include_predictor", self.include_predictor)
+        if self.save_interval and not self.directory:
+            raise ValueError(
+                "`checkpoint.directory` must be set when "
+                "`checkpoint.save_interval` > 0. "
+                f"Received: directory={self.directory!r}, "
+                f"save_interval={self.save_interval}"
+            )
 
 
 _SECTIONS = {

@@ -50,6 +50,7 @@ class HybridModel(keras.Model):
     def _hybrid_init(self):
         self._hybrid_runner = None
         self._hybrid_pending_full = 0
+        self._hybrid_resume = None
         self.hybrid_config = None
 
     # ---------------------------------------------------------- wrapping
@@ -107,6 +108,16 @@ class HybridModel(keras.Model):
         self.train_function = dispatch
         return dispatch
 
+    def fit(self, *args, **kwargs):
+        """`keras.Model.fit`; a hybrid runner attached by the callback is
+        detached when `fit()` ends, however it ends."""
+        try:
+            return super().fit(*args, **kwargs)
+        finally:
+            if self._hybrid_runner is not None:
+                self._hybrid_last_runner = self._hybrid_runner
+                self._attach_runner(None)
+
     # -------------------------------------------------------- attaching
     def _attach_runner(self, runner):
         self._hybrid_runner = runner
@@ -127,6 +138,52 @@ class HybridModel(keras.Model):
             self._hybrid_pending_full = steps
         else:
             self._hybrid_runner.force_full(steps)
+
+    def save_checkpoint(self, path, include_predictor=True):
+        """Writes a resumable checkpoint (see `keras_hybrid.checkpoint`).
+
+        Args:
+            path: the checkpoint directory (replaced atomically if it
+                exists).
+            include_predictor: also save the hybrid runner's state, so that
+                the phase cycle resumes exactly.
+
+        Returns:
+            The path written.
+        """
+        from keras_hybrid import checkpoint
+
+        runner = self._hybrid_runner
+        history = getattr(getattr(self, "history", None), "history", None)
+        return checkpoint.save_checkpoint(
+            self, path, runner=runner, include_predictor=include_predictor,
+            history=history,
+            config=runner.config if runner else self.hybrid_config,
+        )
+
+    def load_checkpoint(self, path):
+        """Loads a checkpoint, all or nothing; the next `fit()` with a
+        `HybridPredictCallback` resumes from it (same epoch, same batch,
+        same phase).
+
+        Returns:
+            The checkpoint's training state (step, epoch, phase, ...).
+        """
+        from keras_hybrid import checkpoint
+
+        if self._hybrid_runner is not None:
+            raise RuntimeError(
+                "Cannot load a checkpoint during `fit()`. Load it before "
+                "calling `fit()` again."
+            )
+        return checkpoint.load_checkpoint(self, path)
+
+    def export_with_optimizer(self, path, input_signature=None):
+        """Writes a SavedModel of this network with the optimizer's
+        variables as the `optimizer_variables` collection."""
+        from keras_hybrid import checkpoint
+
+        return checkpoint.export_with_optimizer(self, path, input_signature)
 
     @property
     def current_confidence(self):
@@ -192,6 +249,32 @@ class WrappedHybridModel(HybridModel):
         if not self.inner.built:
             self.inner.build(input_shape)
         self.built = True
+
+    def export(self, filepath, format="tf_saved_model", verbose=None,
+               input_signature=None, **kwargs):
+        """`keras.Model.export` of the wrapped network; the input signature
+        defaults to the wrapped model's inputs."""
+        if input_signature is None:
+            input_signature = self.input_signature()
+        return super().export(filepath, format=format, verbose=verbose,
+                              input_signature=input_signature, **kwargs)
+
+    def input_signature(self):
+        """`[spec]` from the wrapped model's inputs, or `None` if it has
+        none (a subclassed model: pass `input_signature` yourself)."""
+        try:
+            inputs = self.inner.inputs
+        except (AttributeError, ValueError):
+            inputs = None
+        if not inputs:
+            return None
+        structure = getattr(self.inner, "_inputs_struct", None)
+        if structure is None:
+            structure = inputs[0] if len(inputs) == 1 else inputs
+        return [keras.tree.map_structure(
+            lambda t: keras.InputSpec(shape=t.shape, dtype=t.dtype),
+            structure,
+        )]
 
     def get_config(self):
         config = super().get_config()

@@ -61,6 +61,11 @@ class HybridRunner:
         self.final_loss = None
         self.start_time = time.perf_counter()
         self.end_time = None
+        self.elapsed_before = 0.0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.steps_per_epoch = None
+        self.skip_batches = 0
         self._outcome = None
         self._restore_point = None
         self._check_batches = []
@@ -96,6 +101,9 @@ class HybridRunner:
     # ================================================================ step
     def run(self, iterator):
         """Runs one call of the fit loop (`steps_per_execution` batches)."""
+        if self.skip_batches > 0:
+            return self._fast_forward(iterator)
+        self.batch_in_epoch += self.steps_per_execution
         start = time.perf_counter()
         phase = self.controller.phase
         if self.functions is None:
@@ -116,6 +124,32 @@ class HybridRunner:
         elif self.controller.phase_done:
             self._end_phase()
         return self._decorate(logs, phase)
+
+    def _fast_forward(self, iterator):
+        """Consumes a batch that the checkpointed run had already trained
+        on (resuming in the middle of an epoch)."""
+        for _ in range(self.steps_per_execution):
+            batch = self.backend.next_batch(iterator)
+        if not self._metrics_built():
+            # In a fresh process nothing has traced a step yet: build the
+            # compiled metrics (and loss) from a batch, as `fit()` does
+            # under a distribution strategy.
+            self.model._symbolic_build(data_batch=batch)
+        self.skip_batches -= self.steps_per_execution
+        self.batch_in_epoch += self.steps_per_execution
+        return self._decorate(self._cached_logs(), self.controller.phase)
+
+    @property
+    def safe_to_checkpoint(self):
+        """Whether the state can be saved exactly now (not inside a jump's
+        forward checks, not while fast-forwarding)."""
+        return not self._check_batches and self.skip_batches <= 0
+
+    def position(self):
+        """`(epoch, batch_in_epoch)` of the next batch to train on."""
+        if self.steps_per_epoch and self.batch_in_epoch >= self.steps_per_epoch:
+            return self.epoch + 1, 0
+        return self.epoch, self.batch_in_epoch
 
     def _bootstrap(self, iterator, start):
         logs, _ = common.pop_stats(self.model._hybrid_plain_train(iterator))
@@ -216,6 +250,13 @@ class HybridRunner:
             self._abort = "loss_sigma"
         self.last_logs = logs
         return logs
+
+    def _metrics_built(self):
+        try:
+            self.model.get_metrics_result()
+        except ValueError:
+            return False
+        return True
 
     def _cached_logs(self):
         if self.last_logs is None:
@@ -460,7 +501,7 @@ class HybridRunner:
     def wall_time(self):
         """Seconds from the start of `fit()` to its end (or to now)."""
         end = self.end_time or time.perf_counter()
-        return end - self.start_time
+        return self.elapsed_before + end - self.start_time
 
     def force_full(self, steps):
         """Ends a running prediction (keeping its verified weights) and runs

@@ -46,6 +46,14 @@ class Predictor:
         """Learns from how a PREDICT phase went."""
         raise NotImplementedError
 
+    def get_state(self):
+        """The predictor's learned state as JSON-safe data."""
+        raise NotImplementedError
+
+    def set_state(self, state):
+        """Restores `get_state()` output."""
+        raise NotImplementedError
+
     def memory_mb(self):
         """Memory the predictor holds."""
         return 0.0

@@ -11,6 +11,9 @@ import math
 
 import numpy as np
 
+from keras_hybrid.serialization import object_state
+from keras_hybrid.serialization import set_object_state
+
 from keras_hybrid.dynamics.base import PhaseOutcome
 from keras_hybrid.dynamics.base import Predictor
 
@@ -105,6 +108,15 @@ class LinearTrajectoryPredictor(Predictor):
             self.loss_pairs.append((float(predicted_loss), float(actual_loss)))
             error = math.log(actual_loss) - math.log(predicted_loss)
             self.log_loss_bias += 0.3 * error
+
+    _STATE = ("acceptance", "log_loss_bias", "consistency", "cosines",
+              "loss_pairs", "_pending_forecast")
+
+    def get_state(self):
+        return object_state(self, self._STATE)
+
+    def set_state(self, state):
+        set_object_state(self, state, self._STATE)
 
     def memory_mb(self):
         return self.trajectory.memory_mb()

@@ -1,0 +1,119 @@
+"""Saving and restoring a `HybridRunner` (for checkpoints).
+
+`runner_state(runner)` returns `(json_state, arrays)`: every small Python
+value as JSON-safe data and every tensor as numpy arrays, named. Restoring
+them into a fresh runner built for the same model and config continues
+training exactly where the saved runner was.
+"""
+
+import keras
+import numpy as np
+
+from keras_hybrid.serialization import object_state
+from keras_hybrid.serialization import set_object_state
+
+CONTROLLER = ("phase", "phase_step", "phase_length", "step",
+              "consecutive_predicts", "consecutive_failures", "cooldown",
+              "forced_full_steps", "horizon_scale", "history")
+TRAINING_STATE = ("losses", "grad_norms", "step")
+MOMENTS = ("decay", "mean", "var", "count")
+MONITOR = ("loss_mean", "loss_var", "grad_baseline", "losses", "rollbacks",
+           "steps_seen", "warnings_in_a_row")
+STATISTICS = ("steps", "backward", "forward", "corrections",
+              "predictions_attempted", "predictions_accepted",
+              "predictions_rejected", "events", "jumps", "confidences",
+              "weight_cosines", "loss_pairs", "step_times", "overhead")
+RUNNER = ("confidence", "predicted_loss", "final_loss", "_loss_limit",
+          "_phase_losses", "_phase_start_features", "_awaiting_correct_loss",
+          "_pending_iterations", "_good_step", "_phase_alarm")
+TRAJECTORY = ("count", "first_count", "second_count", "_consistency")
+TRAJECTORY_TENSORS = ("first_mean", "second_mean", "drift", "previous_drift")
+
+
+class UnsafeCheckpointError(RuntimeError):
+    """Raised when the runner is in the middle of a jump's forward checks,
+    where holding batches makes the state impossible to save exactly."""
+
+
+def _numpy(values):
+    return None if values is None else [
+        keras.ops.convert_to_numpy(v) for v in values
+    ]
+
+
+def runner_state(runner):
+    """Returns `(json_state, arrays)` of a runner at a step boundary."""
+    if runner._check_batches:
+        raise UnsafeCheckpointError(
+            "Cannot checkpoint during the forward checks of a predicted "
+            f"jump (step {runner.controller.step}); the next step boundary "
+            "after the checks is safe."
+        )
+    json_state = {
+        "controller": object_state(runner.controller, CONTROLLER),
+        "training_state": object_state(runner.state, TRAINING_STATE),
+        "full_loss": object_state(runner.state.full_loss, MOMENTS),
+        "grad_norm": object_state(runner.state.grad_norm, MOMENTS),
+        "monitor": object_state(runner.monitor, MONITOR),
+        "statistics": object_state(runner.stats, STATISTICS),
+        "runner": object_state(runner, RUNNER),
+        "elapsed_s": runner.wall_time,
+        "set_up": runner.functions is not None,
+    }
+    arrays = {}
+    if runner.functions is not None:
+        tr = runner.trajectory
+        json_state["trajectory"] = object_state(tr, TRAJECTORY)
+        json_state["predictor"] = runner.predictor.get_state()
+        arrays["accumulators"] = _numpy(tr.accumulators)
+        for name in TRAJECTORY_TENSORS:
+            arrays[name] = _numpy(getattr(tr, name))
+        arrays["deltas"] = _numpy(runner.deltas)
+        arrays["restore_point"] = _numpy(runner._restore_point)
+        arrays["good_values"] = _numpy(runner._good_values)
+    return json_state, arrays
+
+
+def set_runner_state(runner, json_state, arrays):
+    """Restores `runner_state` output into a freshly built runner."""
+    set_object_state(runner.controller, json_state["controller"], CONTROLLER)
+    set_object_state(runner.state, json_state["training_state"],
+                     TRAINING_STATE)
+    set_object_state(runner.state.full_loss, json_state["full_loss"], MOMENTS)
+    set_object_state(runner.state.grad_norm, json_state["grad_norm"], MOMENTS)
+    set_object_state(runner.monitor, json_state["monitor"], MONITOR)
+    set_object_state(runner.stats, json_state["statistics"], STATISTICS)
+    set_object_state(runner, json_state["runner"], RUNNER)
+    runner.elapsed_before = float(json_state["elapsed_s"])
+    if not json_state["set_up"]:
+        return
+    if runner.functions is None:
+        runner._setup()
+    tr = runner.trajectory
+    set_object_state(tr, json_state["trajectory"], TRAJECTORY)
+    runner.predictor.set_state(json_state["predictor"])
+    _assign(tr.accumulators, arrays["accumulators"])
+    for name in TRAJECTORY_TENSORS:
+        setattr(tr, name, _tensors(arrays[name]))
+    _assign(runner.deltas, arrays["deltas"])
+    runner._restore_point = _tensors(arrays["restore_point"])
+    if arrays["good_values"] is not None:
+        runner._save_good_point()  # builds the snapshot for these variables
+        runner._good_values = _tensors(arrays["good_values"])
+        runner._good_step = json_state["runner"]["_good_step"]
+
+
+def _tensors(values):
+    return None if values is None else [
+        keras.ops.convert_to_tensor(v) for v in values
+    ]
+
+
+def _assign(variables, values):
+    for variable, value in zip(variables, values):
+        if tuple(variable.shape) != tuple(np.shape(value)):
+            raise ValueError(
+                f"Checkpoint tensor for {variable.path} has shape "
+                f"{np.shape(value)}, the model's has {tuple(variable.shape)}."
+            )
+        variable.assign(value)
