@@ -108,11 +108,15 @@ class HybridModel(keras.Model):
         self.train_function = dispatch
         return dispatch
 
-    def fit(self, *args, **kwargs):
-        """`keras.Model.fit`; a hybrid runner attached by the callback is
-        detached when `fit()` ends, however it ends."""
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.fit`, with the data checked first (see
+        `keras_hybrid.validation`); a hybrid runner attached by the callback
+        is detached when `fit()` ends, however it ends."""
+        from keras_hybrid.validation import check_fit_data
+
+        check_fit_data(self, x, y, kwargs.get("sample_weight"))
         try:
-            return super().fit(*args, **kwargs)
+            return super().fit(x, y, *args, **kwargs)
         finally:
             if self._hybrid_runner is not None:
                 self._hybrid_last_runner = self._hybrid_runner

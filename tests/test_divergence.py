@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_hybrid as kh
 from keras_hybrid import divergence as dv
@@ -123,8 +124,13 @@ def fit(x, y, config, extra=(), sample_weight=None, epochs=1):
     callback = kh.HybridPredictCallback(config)
     finite = AlwaysFinite()
     keras.utils.set_random_seed(0)
-    model.fit(x, y, sample_weight=sample_weight, batch_size=32, epochs=epochs,
-              shuffle=False, verbose=0, callbacks=[callback, finite, *extra])
+    if np.isfinite(x).all():
+        data = dict(x=x, y=y, sample_weight=sample_weight, batch_size=32,
+                    shuffle=False)
+    else:  # NumPy NaNs are refused up front; a dataset is not scanned.
+        data = dict(x=tf.data.Dataset.from_tensor_slices((x, y)).batch(32))
+    model.fit(epochs=epochs, verbose=0, callbacks=[callback, finite, *extra],
+              **data)
     return model, callback.report(), finite
 
 
@@ -186,8 +192,9 @@ def test_hopeless_divergence_aborts_with_clear_error(classification_data):
     x[20 * 32:] = np.nan  # everything after batch 20 is poisoned
     model = compile_model(kh.HybridModel.wrap(build_mlp(0)))
     finite = AlwaysFinite()
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
     with pytest.raises(kh.DivergenceError, match="Training diverged at step"):
-        model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0,
+        model.fit(data, epochs=1, verbose=0,
                   callbacks=[kh.HybridPredictCallback(eager_config()), finite])
     for w in model.weights:
         assert np.isfinite(keras.ops.convert_to_numpy(w)).all()
