@@ -80,8 +80,10 @@ class DivergenceMonitor:
     the explosion threshold, is CRITICAL. A loss more than `loss_sigma`
     standard deviations above its running mean, an exploding or a vanishing
     gradient is a WARNING; `PERSISTENT_WARNINGS` loss or explosion warnings
-    in a row become CRITICAL (a vanishing gradient never does: rolling back
-    cannot cure it). A wrong loss forecast and an oscillating loss are CAUTION.
+    in a row become CRITICAL when the loss has doubled or the gradient is
+    exploding (minibatch losses late in training are heavy-tailed: single
+    or repeated moderate spikes are noise, not divergence). A vanishing
+    gradient never becomes critical: rolling back cannot cure it. A wrong loss forecast and an oscillating loss are CAUTION.
 
     Args:
         config: the `DivergenceConfig`.
@@ -171,15 +173,23 @@ class DivergenceMonitor:
             s.name in escalating for s in signals
         ):
             self.warnings_in_a_row += 1
-            if self.warnings_in_a_row >= self.PERSISTENT_WARNINGS:
+            runaway = any(s.name == "gradient_explosion" for s in signals) or (
+                self.loss_mean is not None and loss > 2.0 * abs(self.loss_mean)
+            )
+            if self.warnings_in_a_row >= self.PERSISTENT_WARNINGS and runaway:
                 level = DivergenceLevel.CRITICAL
                 signals.append(Signal("persistent_warning",
                                       self.warnings_in_a_row,
                                       self.PERSISTENT_WARNINGS, level))
         else:
             self.warnings_in_a_row = 0
-        if level <= DivergenceLevel.CAUTION:
-            self._update_baselines(loss, grad_norm)
+        if level <= DivergenceLevel.WARNING:
+            # Baselines follow warnings too, so that a shift of the loss
+            # level (late-training noise, a new phase) is not mistaken for
+            # divergence forever; critical values never enter them, nor
+            # does an exploding gradient enter the gradient baseline.
+            exploding = any(s.name == "gradient_explosion" for s in signals)
+            self._update_baselines(loss, None if exploding else grad_norm)
         return level, signals
 
     def healthy(self):

@@ -200,3 +200,27 @@ def test_hopeless_divergence_aborts_with_clear_error(classification_data):
         assert np.isfinite(keras.ops.convert_to_numpy(w)).all()
     # The runner is detached: the model trains plainly again.
     assert model._hybrid_runner is None
+
+
+def test_rollback_restores_weights_and_optimizer_bit_for_bit(classification_data):
+    x, y = classification_data
+    model = compile_model(kh.HybridModel.wrap(build_mlp(0)))
+    callback = kh.HybridPredictCallback(eager_config())
+    model.fit(x[:256], y[:256], batch_size=32, epochs=1, verbose=0,
+              callbacks=[callback])
+    runner = callback.runner
+    runner._save_good_point()
+    good_model = [np.array(v) for v in model.variables]
+    good_optimizer = [np.array(v) for v in model.optimizer.variables]
+    model.fit(x[:256], y[:256], batch_size=32, epochs=1, verbose=0)
+    for v in model.trainable_variables:
+        v.assign(v * np.nan)
+    signal = dv.Signal("non_finite_loss", float("nan"), 0.0,
+                       dv.DivergenceLevel.CRITICAL)
+    runner._action = ([signal], dv.RollbackAndRetry(runner._good_step, 1.0))
+    runner._apply_action()
+    for a, b in zip(good_model, model.variables):
+        np.testing.assert_array_equal(a, np.array(b))
+    for a, b in zip(good_optimizer, model.optimizer.variables):
+        np.testing.assert_array_equal(a, np.array(b))
+    assert runner.stats.events[-1]["outcome"].startswith("RollbackAndRetry")
