@@ -41,6 +41,15 @@ def eager_config(**overrides):
     return kh.HybridConfig(**values)
 
 
+def trained_runner(x, y, **config):
+    """A wrapped model after one short hybrid fit, and its runner."""
+    model = compile_model(kh.HybridModel.wrap(build_mlp(0)))
+    callback = kh.HybridPredictCallback(eager_config(**config))
+    model.fit(x[:256], y[:256], batch_size=32, epochs=1, verbose=0,
+              callbacks=[callback])
+    return model, callback.runner
+
+
 def weights_of(model):
     return [np.array(v) for v in model.weights]
 

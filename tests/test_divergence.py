@@ -10,6 +10,7 @@ from keras_hybrid import divergence as dv
 from tests.helpers import build_mlp
 from tests.helpers import compile_model
 from tests.helpers import eager_config
+from tests.helpers import trained_runner
 
 
 def monitor(**overrides):
@@ -204,11 +205,7 @@ def test_hopeless_divergence_aborts_with_clear_error(classification_data):
 
 def test_rollback_restores_weights_and_optimizer_bit_for_bit(classification_data):
     x, y = classification_data
-    model = compile_model(kh.HybridModel.wrap(build_mlp(0)))
-    callback = kh.HybridPredictCallback(eager_config())
-    model.fit(x[:256], y[:256], batch_size=32, epochs=1, verbose=0,
-              callbacks=[callback])
-    runner = callback.runner
+    model, runner = trained_runner(x, y)
     runner._save_good_point()
     good_model = [np.array(v) for v in model.variables]
     good_optimizer = [np.array(v) for v in model.optimizer.variables]

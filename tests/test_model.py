@@ -13,6 +13,7 @@ from tests.helpers import assert_same_weights
 from tests.helpers import build_mlp
 from tests.helpers import compile_model
 from tests.helpers import eager_config
+from tests.helpers import trained_runner
 from tests.helpers import weights_of
 
 
@@ -115,11 +116,7 @@ def test_phase_cycle_skips_backward_passes(classification_data):
 
 def test_rejected_jump_restores_weights_exactly(classification_data):
     x, y = classification_data
-    model = compile_model(kh.HybridModel.wrap(build_mlp(0)))
-    callback = kh.HybridPredictCallback(eager_config(loss_tolerance=0.0))
-    model.fit(x[:256], y[:256], batch_size=32, epochs=1, verbose=0,
-              callbacks=[callback])
-    runner = callback.runner
+    model, runner = trained_runner(x, y, loss_tolerance=0.0)
     before = weights_of(model)
     runner._restore_point = [tf.identity(v) for v in model.trainable_variables]
 
@@ -137,11 +134,7 @@ def test_rejected_jump_restores_weights_exactly(classification_data):
 
 def test_non_finite_prediction_never_reaches_the_weights(classification_data):
     x, y = classification_data
-    model = compile_model(kh.HybridModel.wrap(build_mlp(0)))
-    callback = kh.HybridPredictCallback(eager_config())
-    model.fit(x[:256], y[:256], batch_size=32, epochs=1, verbose=0,
-              callbacks=[callback])
-    runner = callback.runner
+    model, runner = trained_runner(x, y)
     before = weights_of(model)
     runner._restore_point = [tf.identity(v) for v in model.trainable_variables]
 

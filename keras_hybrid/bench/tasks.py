@@ -474,24 +474,29 @@ def _mnist1d_task(name, quick, conv):
         epochs = _MNIST1D_MLP_EPOCHS[quick]
         model_fn = _mnist1d_mlp
         model_desc = "MLP 40-256-256-10"
-    return Task(
-        name=name,
-        x_train=x_train,
-        y_train=y_train,
-        x_val=x_val,
-        y_val=y_val,
-        x_test=x_test,
-        y_test=y_test,
-        batch_size=128,
+    return _classification_task(
+        name,
+        (x_train, y_train, x_val, y_val, x_test, y_test),
         epochs=epochs,
         learning_rate=1e-3,
-        loss=_classification_loss(),
-        metrics=["accuracy"],
         description=(
             f"MNIST-1D 10-class classification ({num_samples} generated "
             f"signals of length 40), {model_desc}."
         ),
         model_fn=model_fn,
+    )
+
+
+def _classification_task(name, splits, **fields):
+    """A `Task` with the fields every bench task shares (batch 128,
+    sparse categorical cross-entropy on logits, accuracy)."""
+    return Task(
+        name=name,
+        **dict(zip(_SPLIT_NAMES, splits)),
+        batch_size=128,
+        loss=_classification_loss(),
+        metrics=["accuracy"],
+        **fields,
     )
 
 
@@ -573,22 +578,11 @@ def _byte_gru(sequence_length):
 
 
 def _stdlib_lm_task(quick):
-    x_train, y_train, x_val, y_val, x_test, y_test = _copies(
-        _stdlib_lm_splits(quick)
-    )
-    return Task(
-        name="stdlib-lm",
-        x_train=x_train,
-        y_train=y_train,
-        x_val=x_val,
-        y_val=y_val,
-        x_test=x_test,
-        y_test=y_test,
-        batch_size=128,
+    return _classification_task(
+        "stdlib-lm",
+        _copies(_stdlib_lm_splits(quick)),
         epochs=_LM_EPOCHS[quick],
         learning_rate=3e-3,
-        loss=_classification_loss(),
-        metrics=["accuracy"],
         description=(
             "Byte-level next-byte prediction on Python standard library "
             f"sources ({len(STDLIB_LM_TRAIN_FILES)} train / "
