@@ -122,8 +122,7 @@ class HybridPredictCallback(keras.callbacks.Callback):
             return
         self.runner.flush_iterations()
         self.runner.end_time = time.perf_counter()
-        self.model._attach_runner(None)
-        self.model._hybrid_last_runner = self.runner
+        self.model._detach_runner()
         path = self.runner.config.metrics.report_path
         if path:
             self.save_report(path)

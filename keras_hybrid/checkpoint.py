@@ -293,28 +293,26 @@ def load_checkpoint(model, path):
     return state
 
 
+def _datasets(group):
+    """The datasets `"0"`, `"1"`, ... of an h5 group, in order."""
+    return [group[str(i)] for i in range(len(group))]
+
+
 def _read_variables(path):
-    groups = {}
     with h5py.File(path, "r") as f:
-        for name in f:
-            group = f[name]
-            groups[name] = [
-                (group[str(i)].attrs["path"], group[str(i)][()])
-                for i in range(len(group))
-            ]
-    return groups
+        return {
+            name: [(d.attrs["path"], d[()]) for d in _datasets(f[name])]
+            for name in f
+        }
 
 
 def _read_arrays(path):
-    arrays = {}
     with h5py.File(path, "r") as f:
-        for name in f:
-            group = f[name]
-            if group.attrs["is_none"]:
-                arrays[name] = None
-            else:
-                arrays[name] = [group[str(i)][()] for i in range(len(group))]
-    return arrays
+        return {
+            name: None if f[name].attrs["is_none"]
+            else [d[()] for d in _datasets(f[name])]
+            for name in f
+        }
 
 
 def _check_fits(name, variables, saved, path):

@@ -51,6 +51,7 @@ class HybridModel(keras.Model):
         self._hybrid_runner = None
         self._hybrid_pending_full = 0
         self._hybrid_resume = None
+        self._hybrid_last_runner = None
         self.hybrid_config = None
 
     # ---------------------------------------------------------- wrapping
@@ -102,7 +103,7 @@ class HybridModel(keras.Model):
         def dispatch(iterator):
             runner = self._hybrid_runner
             if runner is None:
-                return common.pop_stats(full(iterator))[0]
+                return common.strip_stats(full(iterator))
             return runner.run(iterator)
 
         self.train_function = dispatch
@@ -118,11 +119,15 @@ class HybridModel(keras.Model):
         try:
             return super().fit(x, y, *args, **kwargs)
         finally:
-            if self._hybrid_runner is not None:
-                self._hybrid_last_runner = self._hybrid_runner
-                self._attach_runner(None)
+            self._detach_runner()
 
     # -------------------------------------------------------- attaching
+    def _detach_runner(self):
+        """Detaches the runner, keeping it for `statistics()`."""
+        if self._hybrid_runner is not None:
+            self._hybrid_last_runner = self._hybrid_runner
+            self._hybrid_runner = None
+
     def _attach_runner(self, runner):
         self._hybrid_runner = runner
         if runner is not None and self._hybrid_pending_full:
@@ -204,8 +209,7 @@ class HybridModel(keras.Model):
     def statistics(self):
         """Training summary of the current or last hybrid `fit()` (a dict;
         empty before any)."""
-        runner = getattr(self, "_hybrid_last_runner", None)
-        runner = self._hybrid_runner or runner
+        runner = self._hybrid_runner or self._hybrid_last_runner
         if runner is None:
             return {}
         from keras_hybrid.report import build_report

@@ -67,7 +67,7 @@ class RecoveryMixin:
             if isinstance(action, divergence.Abort):
                 self.stats.event(c.step, names, "Abort: weights and "
                                  f"optimizer restored to step {self._good_step}")
-                self.model._attach_runner(None)
+                self.model._detach_runner()
                 raise divergence.DivergenceError(action.reason)
             outcome += self._scale_learning_rate(action.learning_rate_factor)
             outcome += f" (to step {self._good_step})"

@@ -12,6 +12,13 @@ def unpack(data):
     return keras.utils.unpack_x_y_sample_weight(data)
 
 
+def strip_stats(logs):
+    """The user's logs without the hybrid statistics (no host transfer)."""
+    if not isinstance(logs, dict):
+        return logs
+    return {k: v for k, v in logs.items() if k not in STAT_KEYS}
+
+
 def pop_stats(logs):
     """Splits a step's logs into (user logs, hybrid statistics as floats)."""
     if not isinstance(logs, dict):

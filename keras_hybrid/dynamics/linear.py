@@ -32,9 +32,6 @@ class LinearTrajectoryPredictor(Predictor):
         self.acceptance = 1.0
         self.log_loss_bias = 0.0
         self.consistency = None
-        self.cosines = []
-        self.loss_pairs = []
-        self._pending_forecast = None
 
     def ready(self):
         return self.trajectory.drift is not None
@@ -76,17 +73,10 @@ class LinearTrajectoryPredictor(Predictor):
             after: the `TrainingState` at the phase end.
             loss_trajectory: `(step, loss)` pairs of the phase.
         """
-        del before
-        if self._pending_forecast is not None and loss_trajectory:
-            tail = [l for _, l in loss_trajectory[-4:]]
-            self.loss_pairs.append((self._pending_forecast, float(np.mean(tail))))
+        del before, after, loss_trajectory
         self.consistency = self.trajectory.drift_consistency()
-        if self.consistency is not None:
-            self.cosines.append(self.consistency)
         # Without attempts, the acceptance estimate relaxes to its prior.
         self.acceptance += 0.1 * (1.0 - self.acceptance)
-        forecast, _ = self._forecast(after, self.config.full_steps)
-        self._pending_forecast = forecast
 
     def prediction_confidence(self, state):
         del state
@@ -97,7 +87,6 @@ class LinearTrajectoryPredictor(Predictor):
 
     def record_outcome(self, accepted, predicted_loss=None, actual_loss=None):
         self.acceptance = 0.7 * self.acceptance + 0.3 * float(bool(accepted))
-        self._pending_forecast = None
         if (
             predicted_loss is not None
             and actual_loss is not None
@@ -105,12 +94,10 @@ class LinearTrajectoryPredictor(Predictor):
             and actual_loss > 0
             and math.isfinite(actual_loss)
         ):
-            self.loss_pairs.append((float(predicted_loss), float(actual_loss)))
             error = math.log(actual_loss) - math.log(predicted_loss)
             self.log_loss_bias += 0.3 * error
 
-    _STATE = ("acceptance", "log_loss_bias", "consistency", "cosines",
-              "loss_pairs", "_pending_forecast")
+    _STATE = ("acceptance", "log_loss_bias", "consistency")
 
     def get_state(self):
         return object_state(self, self._STATE)
