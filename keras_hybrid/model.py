@@ -9,7 +9,6 @@ from keras.src.models import functional as _functional
 from keras.src.models import model as _trainer
 
 from keras_hybrid import backends
-from keras_hybrid.backends import common
 
 
 @keras.saving.register_keras_serializable(package="keras_hybrid")
@@ -88,24 +87,21 @@ class HybridModel(keras.Model):
         return wrapped
 
     # ----------------------------------------------------- train function
-    def train_step(self, data):
+    def train_step(self, *args):
         """A full training step that also reports the batch loss and the
-        gradient norm to the hybrid runner (hidden from the logs)."""
-        return backends.get().train_step(self, data)
+        gradient norm to the hybrid runner (hidden from the logs).
+
+        Takes `(data)`, or `(state, data)` on JAX, like `keras.Model`."""
+        return backends.get().train_step(self, *args)
 
     def make_train_function(self, force=False):
         if self.train_function is not None and not force:
             return self.train_function
         super().make_train_function(force=True)
-        full = self.train_function
-        self._hybrid_plain_train = full
-
-        def dispatch(iterator):
-            runner = self._hybrid_runner
-            if runner is None:
-                return common.strip_stats(full(iterator))
-            return runner.run(iterator)
-
+        dispatch, plain = backends.get().make_dispatcher(
+            self, self.train_function
+        )
+        self._hybrid_plain_train = plain
         self.train_function = dispatch
         return dispatch
 

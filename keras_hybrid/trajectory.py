@@ -36,8 +36,10 @@ class VariableSnapshots:
         self._restore = compile_function(self._assign)
 
     def _assign(self, values):
+        # Assign copies: on JAX a variable takes the array itself, and the
+        # next step donates it, which would delete the snapshot.
         for variable, value in zip(self.variables, values):
-            variable.assign(value)
+            variable.assign(ops.copy(value))
         return values[0] if values else None
 
     def take(self):
@@ -112,14 +114,14 @@ class WeightTrajectory:
     # ------------------------------------------------ compiled bodies
     def _reset_impl(self):
         for acc in self.accumulators:
-            acc.assign(ops.zeros_like(acc))
+            acc.assign(ops.zeros(acc.shape, dtype=acc.dtype))
         return ops.zeros(())
 
     def _close_impl(self, count):
         means = [ops.divide(ops.convert_to_tensor(acc), count)
                  for acc in self.accumulators]
         for acc in self.accumulators:
-            acc.assign(ops.zeros_like(acc))
+            acc.assign(ops.zeros(acc.shape, dtype=acc.dtype))
         return means
 
     def _finish_impl(self, count, first, distance):

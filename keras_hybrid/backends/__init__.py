@@ -1,8 +1,9 @@
 """Per-backend compiled step functions.
 
 `get()` returns the module of the active Keras backend. Each module provides
-`train_step(model, data)`, `make_phase_functions(model, accumulators, deltas)`
-and `next_batch(iterator)`.
+`train_step(model, ...)` (the backend's `Model.train_step` arguments),
+`make_dispatcher(model, plain)`, `make_phase_functions(model, accumulators,
+deltas)` and `next_batch(iterator)`.
 """
 
 import keras
@@ -13,9 +14,13 @@ def get():
     name = keras.backend.backend()
     if name == "tensorflow":
         from keras_hybrid.backends import tensorflow as module
+    elif name == "jax":
+        from keras_hybrid.backends import jax as module
+    elif name == "torch":
+        from keras_hybrid.backends import torch as module
     else:
         raise NotImplementedError(
-            "keras_hybrid supports the TensorFlow backend in this version. "
+            "keras_hybrid supports the TensorFlow, JAX and PyTorch backends. "
             f"Received: KERAS_BACKEND={name!r}"
         )
     return module

@@ -31,3 +31,8 @@ def pop_stats(logs):
         else:
             clean[key] = value
     return clean, stats
+
+
+def flatten(structure):
+    """The leaves of a nested structure."""
+    return keras.tree.flatten(structure)

@@ -77,6 +77,26 @@ def predict_step(model, deltas, data):
     return logs
 
 
+def make_dispatcher(model, plain):
+    """The fit loop's `train_function(iterator)`.
+
+    Without a runner it is Keras' own compiled step (statistics dropped);
+    with one, the runner runs the current phase's function.
+
+    Returns:
+        `(dispatch, plain)`: the train function, and the plain step as a
+        function of the iterator.
+    """
+
+    def dispatch(iterator):
+        runner = model._hybrid_runner
+        if runner is None:
+            return common.strip_stats(plain(iterator))
+        return runner.run(iterator)
+
+    return dispatch, plain
+
+
 def make_phase_functions(model, accumulators, deltas):
     """Builds the compiled functions of every phase.
 

@@ -1,0 +1,267 @@
+"""JAX step functions.
+
+JAX training is stateless: the fit loop threads a `state` tuple
+`(trainable, non_trainable, optimizer, metrics)` through
+`train_function(state, iterator)`. While a hybrid runner is attached, the
+dispatcher writes the incoming state into the model's variables (a reference
+assignment, no copy), lets the runner work on variables as on every other
+backend, and returns the variables' values as the new state. Each phase has
+its own `jax.jit` function; the PREDICT function calls no `jax.grad`/`vjp`,
+so its jaxpr has no transpose of the forward pass.
+"""
+
+import collections
+
+import jax
+import jax.numpy as jnp
+import keras
+
+from keras_hybrid.backends import common
+
+
+def _forward_loss(model, state, data, training):
+    trainable, non_trainable, optimizer_vars, metrics_vars = state
+    x, y, sample_weight = common.unpack(data)
+    loss, aux = model.compute_loss_and_updates(
+        trainable, non_trainable, metrics_vars, x, y, sample_weight,
+        training=training, optimizer_variables=optimizer_vars,
+    )
+    return x, y, sample_weight, loss, aux
+
+
+def train_step(model, state, data):
+    """A FULL step: Keras' JAX `train_step` plus the batch loss and the
+    global gradient norm under the keys of `common.STAT_KEYS`."""
+    trainable, non_trainable, optimizer_vars, metrics_vars = state
+    x, y, sample_weight = common.unpack(data)
+    grad_fn = jax.value_and_grad(model.compute_loss_and_updates, has_aux=True)
+    (_, aux), grads = grad_fn(
+        trainable, non_trainable, metrics_vars, x, y, sample_weight,
+        training=True, optimizer_variables=optimizer_vars,
+    )
+    unscaled_loss, y_pred, non_trainable, metrics_vars = aux
+    trainable, optimizer_vars = model.optimizer.stateless_apply(
+        optimizer_vars, grads, trainable
+    )
+    logs, metrics_vars = model._update_metrics_variables(
+        metrics_vars, unscaled_loss, x, y, y_pred, sample_weight
+    )
+    logs = dict(logs)
+    logs[common.LOSS_KEY] = unscaled_loss
+    logs[common.GRAD_NORM_KEY] = jnp.sqrt(
+        sum(jnp.sum(jnp.square(g)) for g in grads if g is not None)
+    )
+    return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)
+
+
+def predict_step(model, iterations_index, state, deltas, data):
+    """A PREDICT step: forward and loss only, then `w += delta`.
+
+    No `jax.grad`: nothing here differentiates the forward pass.
+    """
+    trainable, non_trainable, optimizer_vars, metrics_vars = state
+    x, y, sample_weight = common.unpack(data)
+    _, aux = model.compute_loss_and_updates(
+        trainable, non_trainable, metrics_vars, x, y, sample_weight,
+        training=True, optimizer_variables=optimizer_vars,
+    )
+    unscaled_loss, y_pred, non_trainable, metrics_vars = aux
+    trainable = [w + d for w, d in zip(trainable, deltas)]
+    optimizer_vars = list(optimizer_vars)
+    optimizer_vars[iterations_index] = optimizer_vars[iterations_index] + 1
+    logs, metrics_vars = model._update_metrics_variables(
+        metrics_vars, unscaled_loss, x, y, y_pred, sample_weight
+    )
+    logs = dict(logs)
+    logs[common.LOSS_KEY] = unscaled_loss
+    return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)
+
+
+# ------------------------------------------------------------ state
+def get_state(model):
+    """The fit loop's state tuple, read from the model's variables."""
+    optimizer_vars = model.optimizer.variables if model.optimizer else []
+    return (
+        [v.value for v in model.trainable_variables],
+        [v.value for v in model.non_trainable_variables],
+        [v.value for v in optimizer_vars],
+        [v.value for v in model.metrics_variables],
+    )
+
+
+def set_state(model, state):
+    """Writes a state tuple into the model's variables."""
+    trainable, non_trainable, optimizer_vars, metrics_vars = state
+    groups = (
+        (model.trainable_variables, trainable),
+        (model.non_trainable_variables, non_trainable),
+        (model.optimizer.variables if model.optimizer else [], optimizer_vars),
+        (model.metrics_variables, metrics_vars),
+    )
+    for variables, values in groups:
+        for variable, value in zip(variables, values):
+            variable.assign(value)
+
+
+def make_dispatcher(model, plain):
+    """The fit loop's `train_function(state, iterator)`.
+
+    Without a runner it is Keras' own compiled step (statistics dropped).
+
+    Returns:
+        `(dispatch, stateful_plain)`: the train function, and `plain` as a
+        function of the iterator alone working on the model's variables.
+    """
+
+    def stateful_plain(iterator):
+        logs, state = plain(get_state(model), iterator)
+        set_state(model, state)
+        return logs
+
+    def dispatch(state, iterator):
+        runner = model._hybrid_runner
+        if runner is None:
+            logs, state = plain(state, iterator)
+            return common.strip_stats(logs), state
+        set_state(model, state)
+        logs = runner.run(iterator)
+        return logs, get_state(model)
+
+    return dispatch, stateful_plain
+
+
+def _jit(model, function, donate=True):
+    if model.run_eagerly or not model.jit_compile:
+        return function
+    return jax.jit(function, donate_argnums=0 if donate else ())
+
+
+def _iterations_index(model):
+    optimizer_vars = model.optimizer.variables
+    for i, variable in enumerate(optimizer_vars):
+        if variable is model.optimizer.iterations:
+            return i
+    raise ValueError(
+        "The optimizer's `iterations` is not among its variables. "
+        f"Received: optimizer={model.optimizer!r}"
+    )
+
+
+def make_phase_functions(model, accumulators, deltas):
+    """Builds the compiled functions of every phase (see the TensorFlow
+    module for the contract). Each works on the model's variables: it reads
+    their values, runs one jitted function and assigns the results."""
+    n = int(model.steps_per_execution or 1)
+    iterations_index = _iterations_index(model)
+
+    def full_collect(carry, data):
+        state, sums = carry
+        logs, state = model.train_step(state, data)
+        sums = [s + w for s, w in zip(sums, state[0])]
+        return logs, (state, sums)
+
+    def predict(state, delta_values, data):
+        return predict_step(model, iterations_index, state, delta_values, data)
+
+    def eval_loss(state, data):
+        return _forward_loss(model, state, data, False)[3]
+
+    full_jit = _jit(model, full_collect)
+    predict_jit = _jit(model, predict)
+    eval_jit = _jit(model, eval_loss, donate=False)
+
+    def run_full(iterator):
+        carry = (get_state(model), [a.value for a in accumulators])
+        logs = None
+        for i in range(n):
+            data = _next_or_none(iterator, first=i == 0)
+            if data is None:
+                break
+            logs, carry = full_jit(carry, data)
+        state, sums = carry
+        set_state(model, state)
+        for acc, value in zip(accumulators, sums):
+            acc.assign(value)
+        return logs
+
+    def run_predict(iterator):
+        state = get_state(model)
+        delta_values = [d.value for d in deltas]
+        logs = None
+        for i in range(n):
+            data = _next_or_none(iterator, first=i == 0)
+            if data is None:
+                break
+            logs, state = predict_jit(state, delta_values, data)
+        set_state(model, state)
+        return logs
+
+    def run_eval(batch):
+        return eval_jit(get_state(model), batch)
+
+    return {"full": run_full, "predict": run_predict, "eval_loss": run_eval}
+
+
+def _next_or_none(iterator, first):
+    if first:
+        return next(iterator)
+    try:
+        return next(iterator)
+    except StopIteration:
+        return None
+
+
+def next_batch(iterator):
+    """Takes one batch from the fit loop's iterator."""
+    return next(iterator)
+
+
+def step_jaxpr(model, kind, deltas, batch):
+    """The jaxpr of one phase's step on `batch` (to inspect what it
+    computes, e.g. that PREDICT has no transpose of the forward pass).
+
+    Args:
+        model: the `HybridModel` (built and compiled).
+        kind: `"full"`, `"predict"` or `"forward"` (the loss alone).
+        deltas: the per-step delta values (arrays or variables).
+        batch: a batch of data.
+    """
+    state = get_state(model)
+    if kind == "full":
+        return jax.make_jaxpr(model.train_step)(state, batch)
+    if kind == "forward":
+        return jax.make_jaxpr(
+            lambda s, b: _forward_loss(model, s, b, True)[3]
+        )(state, batch)
+    if kind == "predict":
+        index = _iterations_index(model)
+        values = [keras.ops.convert_to_tensor(d) for d in deltas]
+        return jax.make_jaxpr(
+            lambda s, d, b: predict_step(model, index, s, d, b)
+        )(state, values, batch)
+    raise ValueError(
+        "`kind` must be 'full', 'predict' or 'forward'. "
+        f"Received: kind={kind!r}"
+    )
+
+
+def primitive_counts(jaxpr):
+    """How often each primitive occurs in a jaxpr, sub-jaxprs included.
+
+    The backward pass of a step shows as extra matrix products
+    (`dot_general`, `conv_general_dilated`): a FULL step of a dense network
+    has about three times the forward's, a PREDICT step exactly as many.
+    """
+    counts = collections.Counter()
+    stack = [jaxpr.jaxpr if hasattr(jaxpr, "jaxpr") else jaxpr]
+    while stack:
+        current = stack.pop()
+        for eqn in current.eqns:
+            counts[eqn.primitive.name] += 1
+            for param in eqn.params.values():
+                subs = param if isinstance(param, (list, tuple)) else [param]
+                for sub in subs:
+                    inner = getattr(sub, "jaxpr", None)
+                    if inner is not None:
+                        stack.append(getattr(inner, "jaxpr", inner))
+    return counts
