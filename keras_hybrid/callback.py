@@ -79,6 +79,9 @@ class HybridPredictCallback(keras.callbacks.Callback):
         epoch = int(state.get("epoch") or 0)
         self.runner.epoch = epoch
         self.runner.skip_batches = int(state.get("batch_in_epoch") or 0)
+        # Reapplied at the first trained batch: the epoch's data iterator
+        # (created after this) may draw from the global generator first.
+        self.runner.pending_random_state = state["random"].get("torch")
         self.model._initial_epoch = epoch
         self._resume_metrics = resume["metrics"]
 

@@ -8,7 +8,7 @@ variables.h5          model variables (weights, RNG seeds), optimizer and
 runner.json/.h5       the hybrid runner: phase, predictor, monitor, report
                       statistics and trajectory tensors (optional)
 training_state.json   step, epoch, batch in epoch, loss, phase, phase step,
-                      confidence, Python and NumPy random state
+                      confidence, Python, NumPy and PyTorch random state
 history.json          the metrics logged per epoch so far
 config.yaml           the HybridConfig
 manifest.json         format version and the SHA-256 of every file above
@@ -33,6 +33,7 @@ import h5py
 import keras
 import numpy as np
 
+from keras_hybrid import backends
 from keras_hybrid.divergence import HybridTrainingError
 
 FORMAT_VERSION = 1
@@ -109,6 +110,7 @@ def _training_state(model, runner):
         "random": {
             "numpy": _numpy_random_state(),
             "python": _python_random_state(),
+            "torch": backends.global_random_state(),
         },
     }
     if runner is not None:
@@ -283,6 +285,7 @@ def load_checkpoint(model, path):
     np.random.set_state(_to_numpy_state(state["random"]["numpy"]))
     version, internal, gauss = state["random"]["python"]
     random.setstate((version, tuple(internal), gauss))
+    backends.set_global_random_state(state["random"].get("torch"))
     model._hybrid_resume = {
         "training_state": state,
         "runner": runner,

@@ -183,11 +183,21 @@ class HybridModel(keras.Model):
             )
         return checkpoint.load_checkpoint(self, path)
 
+    def export(self, filepath, format="tf_saved_model", verbose=None,
+               input_signature=None, **kwargs):
+        """`keras.Model.export`; a SavedModel needs the TensorFlow or JAX
+        backend (see `_check_saved_model_backend`)."""
+        if format == "tf_saved_model":
+            _check_saved_model_backend()
+        return super().export(filepath, format=format, verbose=verbose,
+                              input_signature=input_signature, **kwargs)
+
     def export_with_optimizer(self, path, input_signature=None):
         """Writes a SavedModel of this network with the optimizer's
         variables as the `optimizer_variables` collection."""
         from keras_hybrid import checkpoint
 
+        _check_saved_model_backend()
         return checkpoint.export_with_optimizer(self, path, input_signature)
 
     @property
@@ -211,6 +221,18 @@ class HybridModel(keras.Model):
         from keras_hybrid.report import build_report
 
         return build_report(runner)["training_summary"]
+
+
+def _check_saved_model_backend():
+    backend = keras.backend.backend()
+    if backend not in ("tensorflow", "jax"):
+        raise NotImplementedError(
+            "A SavedModel is exported from the TensorFlow or JAX backend "
+            "(Keras' PyTorch path goes through torch.export and fails for "
+            "Keras models here). Save the model with `model.save(path)` or "
+            "`save_checkpoint(path)` and export it under KERAS_BACKEND="
+            f"tensorflow or jax. Received: KERAS_BACKEND={backend!r}"
+        )
 
 
 def _functional_arguments(args, kwargs):

@@ -75,6 +75,7 @@ class HybridRunner(RecoveryMixin):
         self._phase_start_features = None
         self._awaiting_correct_loss = False
         self._pending_iterations = 0
+        self.pending_random_state = None
         if model.trainable_variables:
             self._setup()
 
@@ -103,6 +104,9 @@ class HybridRunner(RecoveryMixin):
         """Runs one call of the fit loop (`steps_per_execution` batches)."""
         if self.skip_batches > 0:
             return self._fast_forward(iterator)
+        if self.pending_random_state is not None:
+            backends.set_global_random_state(self.pending_random_state)
+            self.pending_random_state = None
         self.batch_in_epoch += self.steps_per_execution
         start = time.perf_counter()
         phase = self.controller.phase

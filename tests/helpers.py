@@ -6,6 +6,11 @@ import numpy as np
 import keras_hybrid as kh
 
 
+def backend_is(name):
+    """Whether the active Keras backend is `name`."""
+    return keras.backend.backend() == name
+
+
 def build_mlp(seed=0, inputs=20, classes=10, dropout=0.0):
     keras.utils.set_random_seed(seed)
     layers = [keras.Input((inputs,)), keras.layers.Dense(32, activation="relu")]

@@ -19,7 +19,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 import keras_hybrid as kh  # noqa: E402
 from keras_hybrid.phases import Phase  # noqa: E402
@@ -27,7 +26,10 @@ from tests.helpers import build_mlp  # noqa: E402
 from tests.helpers import compile_model  # noqa: E402
 from tests.helpers import eager_config  # noqa: E402
 
-tf.config.experimental.enable_op_determinism()
+if keras.backend.backend() == "tensorflow":
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
 
 
 class Killer(keras.callbacks.Callback):

@@ -12,6 +12,8 @@ from tests.helpers import compile_model
 from tests.helpers import eager_config
 from tests.helpers import trained_runner
 
+pytestmark = pytest.mark.backends
+
 
 def monitor(**overrides):
     return dv.DivergenceMonitor(kh.DivergenceConfig(**overrides), full_steps=5)

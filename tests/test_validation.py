@@ -8,6 +8,8 @@ import keras_hybrid as kh
 from tests.helpers import build_mlp
 from tests.helpers import compile_model
 
+pytestmark = pytest.mark.backends
+
 
 def model():
     return compile_model(kh.HybridModel.wrap(build_mlp(0)))

@@ -35,3 +35,23 @@ def compile_function(function):
 
         return tf.function(function, reduce_retracing=True, autograph=False)
     return function
+
+
+def global_random_state():
+    """The backend's global random generator state, where Keras draws from
+    one (PyTorch: unseeded dropout masks and the DataLoader's base seed);
+    `None` elsewhere (TensorFlow and JAX keep theirs in seed variables)."""
+    if keras.backend.backend() != "torch":
+        return None
+    import torch
+
+    return torch.get_rng_state().tolist()
+
+
+def set_global_random_state(state):
+    """Restores `global_random_state()` output (`None`: nothing to do)."""
+    if state is None or keras.backend.backend() != "torch":
+        return
+    import torch
+
+    torch.set_rng_state(torch.tensor(state, dtype=torch.uint8))

@@ -124,7 +124,15 @@ def make_dispatcher(model, plain):
             logs, state = plain(state, iterator)
             return common.strip_stats(logs), state
         set_state(model, state)
-        logs = runner.run(iterator)
+        try:
+            logs = runner.run(iterator)
+        except BaseException:
+            # The variables hold what the runner left (e.g. the restored
+            # good point before a `DivergenceError`); the loop's last state
+            # may have been donated since. Keep `jax_state_sync()` from
+            # writing it back.
+            model._jax_state_synced = True
+            raise
         return logs, get_state(model)
 
     return dispatch, stateful_plain

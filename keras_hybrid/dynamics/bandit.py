@@ -15,7 +15,8 @@ DEFAULT_CONFIDENCE_THRESHOLD = 0.85  # `HybridConfig.confidence_threshold`.
 def _check_arms(arms):
     arms = list(arms) if arms is not None else []
     if not arms:
-        raise ValueError(f"`arms` must be a non-empty list. Received: arms={arms}")
+        raise ValueError(
+            f"`arms` must be a non-empty list. Received: arms={arms}")
     for arm in arms:
         if isinstance(arm, bool) or not isinstance(arm, (int, np.integer)) \
                 or arm < 1:
@@ -129,9 +130,11 @@ class LinUCB(_Bandit):
                 f"Received: context_dim={context_dim!r}")
         if not math.isfinite(alpha) or alpha < 0:
             raise ValueError(
-                f"`alpha` must be a finite number >= 0. Received: alpha={alpha!r}")
+                "`alpha` must be a finite number >= 0. "
+                f"Received: alpha={alpha!r}")
         if not math.isfinite(l2) or l2 <= 0:
-            raise ValueError(f"`l2` must be a finite number > 0. Received: l2={l2!r}")
+            raise ValueError(
+                f"`l2` must be a finite number > 0. Received: l2={l2!r}")
         self.context_dim = context_dim
         self.alpha = float(alpha)
         self.l2 = float(l2)
@@ -251,7 +254,8 @@ def auto_tune_confidence(history, target_quality, min_count=1,
     if isinstance(min_count, bool) or not isinstance(min_count, int) \
             or min_count < 1:
         raise ValueError(
-            f"`min_count` must be an integer >= 1. Received: min_count={min_count!r}")
+            "`min_count` must be an integer >= 1. "
+            f"Received: min_count={min_count!r}")
     records = list(history)
     if not records:
         return float(default)

@@ -12,6 +12,17 @@ by `mean + decode(encode(x - mean))`.
 import numpy as np
 
 METHODS = ("pca", "power", "dmd")
+_ARRAYS = ("mean", "components", "_last_coeffs", "dynamics_matrix",
+           "dynamics_offset", "_trend_intercept", "_trend_slope")
+_SCALARS = ("dim", "active_rank", "_explained", "_num_snapshots_fitted",
+            "_num_fits")
+
+
+def _check_int(value, name, minimum):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(
+            f"`{name}` must be an integer >= {minimum}. "
+            f"Received: {name}={value!r}")
 
 
 class TrajectoryBasis:
@@ -26,45 +37,32 @@ class TrajectoryBasis:
             an exact-DMD linear model of the coefficient sequence).
         seed: seed of the random start blocks of the power iteration.
         power_iterations: iterations per `fit()` of the `"power"` method.
+
+    Attributes (after `fit()`):
+        mean: `(D,)` mean snapshot. components: `(rank, D)` orthonormal rows.
+        dynamics_matrix, dynamics_offset: `"dmd"` only, `A` `(rank, rank)`
+            and `b` `(rank,)` with `c_{t+1} ~= A c_t + b` for the centered
+            snapshot coefficients `c_t = encode(x_t - mean)`.
     """
 
     def __init__(self, rank, max_snapshots=32, method="pca", seed=0,
                  power_iterations=4):
-        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-            raise ValueError(
-                f"`rank` must be an integer >= 1. Received: rank={rank!r}")
-        if (isinstance(max_snapshots, bool)
-                or not isinstance(max_snapshots, int) or max_snapshots < 2):
-            raise ValueError(
-                "`max_snapshots` must be an integer >= 2. "
-                f"Received: max_snapshots={max_snapshots!r}")
+        _check_int(rank, "rank", 1)
+        _check_int(max_snapshots, "max_snapshots", 2)
+        _check_int(power_iterations, "power_iterations", 1)
         if method not in METHODS:
             raise ValueError(
-                f"`method` must be one of {METHODS}. Received: method={method!r}")
-        if not isinstance(power_iterations, int) or power_iterations < 1:
-            raise ValueError(
-                "`power_iterations` must be an integer >= 1. "
-                f"Received: power_iterations={power_iterations!r}")
+                f"`method` must be one of {METHODS}. "
+                f"Received: method={method!r}")
         self.rank = rank
         self.max_snapshots = max_snapshots
         self.method = method
         self.seed = int(seed)
         self.power_iterations = power_iterations
-        self._reset()
-
-    def _reset(self):
-        self.dim = None
         self._snapshots = []
-        self.mean = None
-        self.components = None
-        self.active_rank = 0
-        self._explained = None
-        self._last_coeffs = None
-        self.dynamics_matrix = None
-        self.dynamics_offset = None
-        self._trend = None  # (intercept, slope), each (rank,)
-        self._num_snapshots_fitted = 0
-        self._num_fits = 0
+        for name in _ARRAYS + _SCALARS:
+            setattr(self, name, None)
+        self.active_rank = self._num_snapshots_fitted = self._num_fits = 0
 
     # ---------------------------------------------------------- snapshots
     def _check_vector(self, vector, name):
@@ -122,6 +120,9 @@ class TrajectoryBasis:
         # Drop numerically empty directions; pad to `rank` rows with zeros.
         keep = sing > max(sing.max(initial=0.0), 1e-300) * 1e-6
         comps = comps[keep]
+        if comps.shape[0]:  # Re-orthonormalize (Gram rounding errors).
+            q, r = np.linalg.qr(comps.T)
+            comps = (q * np.where(np.diag(r) < 0, -1.0, 1.0)).T
         signs = np.sign(comps[np.arange(len(comps)),
                               np.argmax(np.abs(comps), axis=1)])
         comps = comps * signs[:, None]
@@ -168,25 +169,20 @@ class TrajectoryBasis:
     def _fit_dynamics(self, coeffs):
         n = coeffs.shape[0]
         if self.method == "dmd":
-            # Exact DMD with an affine term, in the PCA coefficient space:
-            # c_{t+1} = A c_t + b (b is zero for a trajectory with a fixed
-            # point at the mean).
-            # The constant row is scaled like the coefficients so that the
-            # pseudo-inverse's cut-off does not depend on the weights' scale.
+            # Exact DMD with an affine term in the PCA coefficient space,
+            # c_{t+1} = A c_t + b; the constant row is scaled like the
+            # coefficients so that pinv's cut-off is scale-free.
             scale = float(np.max(np.abs(coeffs), initial=0.0)) or 1.0
             x1 = np.vstack([coeffs[:-1].T, np.full((1, n - 1), scale)])
             x2 = coeffs[1:].T
             ab = x2 @ np.linalg.pinv(x1, rcond=1e-10)
             self.dynamics_matrix = ab[:, :-1]
             self.dynamics_offset = ab[:, -1] * scale
-            self._trend = None
         else:
             t = np.arange(n, dtype=np.float64)
             design = np.stack([np.ones(n), t], axis=1)
             sol, *_ = np.linalg.lstsq(design, coeffs, rcond=None)
-            self._trend = (sol[0], sol[1])
-            self.dynamics_matrix = None
-            self.dynamics_offset = None
+            self._trend_intercept, self._trend_slope = sol[0], sol[1]
 
     # ------------------------------------------------------------ queries
     def _require_fit(self):
@@ -223,13 +219,19 @@ class TrajectoryBasis:
         self._require_fit()
         return self._explained
 
-    @property
-    def eigenvalues(self):
-        """DMD eigenvalues (complex, `(rank,)`): per-mode growth per step."""
+    def modes(self):
+        """DMD modes: `(eigenvalues, vectors)` of `dynamics_matrix`.
+
+        Returns:
+            Complex eigenvalues `(rank,)` (per-mode factor per snapshot) and
+            coefficient-space modes `(rank, rank)`, one per column (`vectors[:,
+            i] @ components` is mode `i` in weight space); `None` unless the
+            method is `"dmd"`.
+        """
         self._require_fit()
         if self.dynamics_matrix is None:
             return None
-        return np.linalg.eigvals(self.dynamics_matrix)
+        return np.linalg.eig(self.dynamics_matrix)
 
     def extrapolate(self, steps):
         """Predicts the coefficients `steps` snapshots past the last fitted.
@@ -256,58 +258,38 @@ class TrajectoryBasis:
             for _ in range(int(steps)):
                 c = self.dynamics_matrix @ c + self.dynamics_offset
             return c
-        intercept, slope = self._trend
         t = self._num_snapshots_fitted - 1 + int(steps)
-        return intercept + slope * t
+        return self._trend_intercept + self._trend_slope * t
 
     # -------------------------------------------------------------- state
     def get_state(self):
         """The snapshots and the fitted basis as JSON-safe data."""
-        def arr(a):
-            return None if a is None else np.asarray(a).tolist()
-
-        return {
+        state = {
             "config": {"rank": self.rank, "max_snapshots": self.max_snapshots,
                        "method": self.method, "seed": self.seed,
                        "power_iterations": self.power_iterations},
-            "dim": self.dim,
             "snapshots": [s.tolist() for s in self._snapshots],
-            "mean": arr(self.mean),
-            "components": arr(self.components),
-            "active_rank": self.active_rank,
-            "explained": self._explained,
-            "last_coeffs": arr(self._last_coeffs),
-            "dynamics_matrix": arr(self.dynamics_matrix),
-            "dynamics_offset": arr(self.dynamics_offset),
-            "trend": None if self._trend is None else [arr(v) for v in
-                                                       self._trend],
-            "num_snapshots_fitted": self._num_snapshots_fitted,
-            "num_fits": self._num_fits,
         }
+        for name in _ARRAYS:
+            value = getattr(self, name)
+            state[name] = None if value is None else value.tolist()
+        state.update({name: getattr(self, name) for name in _SCALARS})
+        return state
 
     def set_state(self, state):
         """Restores `get_state()` output (configuration included)."""
-        def arr(a):
-            return None if a is None else np.asarray(a, dtype=np.float64)
-
         self.__init__(**state["config"])
-        self.dim = state["dim"]
-        self._snapshots = [arr(s) for s in state["snapshots"]]
-        self.mean = arr(state["mean"])
-        self.components = arr(state["components"])
-        self.active_rank = int(state["active_rank"])
-        self._explained = state["explained"]
-        self._last_coeffs = arr(state["last_coeffs"])
-        self.dynamics_matrix = arr(state["dynamics_matrix"])
-        self.dynamics_offset = arr(state["dynamics_offset"])
-        trend = state["trend"]
-        self._trend = None if trend is None else tuple(arr(v) for v in trend)
-        self._num_snapshots_fitted = int(state["num_snapshots_fitted"])
-        self._num_fits = int(state["num_fits"])
+        self._snapshots = [np.asarray(s, dtype=np.float64)
+                           for s in state["snapshots"]]
+        for name in _ARRAYS:
+            value = state[name]
+            setattr(self, name, None if value is None else
+                    np.asarray(value, dtype=np.float64))
+        for name in _SCALARS:
+            setattr(self, name, state[name])
 
     def memory_mb(self):
         """Megabytes held by the snapshots and the basis."""
         arrays = list(self._snapshots) + [
-            a for a in (self.mean, self.components, self.dynamics_matrix)
-            if a is not None]
+            a for a in (getattr(self, n) for n in _ARRAYS) if a is not None]
         return sum(a.nbytes for a in arrays) / 2**20

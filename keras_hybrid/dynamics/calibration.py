@@ -103,7 +103,8 @@ class ConfidenceCalibrator:
                  history_size=512, fit_bias=True):
         if method not in METHODS:
             raise ValueError(
-                f"`method` must be one of {METHODS}. Received: method={method!r}")
+                f"`method` must be one of {METHODS}. "
+                f"Received: method={method!r}")
         _check_int(num_bins, "num_bins", 1)
         _check_int(min_samples, "min_samples", 1)
         _check_int(history_size, "history_size", 1)
@@ -224,7 +225,8 @@ class ConfidenceCalibrator:
             probs = np.asarray(self.bin_probabilities)
             out = probs[_bin_index(values, self.num_bins)]
         else:
-            out = _sigmoid(self.inverse_temperature * _logit(values) + self.bias)
+            out = _sigmoid(
+                self.inverse_temperature * _logit(values) + self.bias)
         return float(out[0]) if scalar else out.reshape(shape)
 
     def ece(self, calibrated=True):

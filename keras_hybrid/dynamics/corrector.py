@@ -166,7 +166,8 @@ class AdaptiveInterval:
                 "`initial` must lie in [minimum, maximum]. Received: "
                 f"initial={initial}, minimum={minimum}, maximum={maximum}")
         if not 0.0 < decay < 1.0:
-            raise ValueError(f"`decay` must be in (0, 1). Received: decay={decay!r}")
+            raise ValueError(
+                f"`decay` must be in (0, 1). Received: decay={decay!r}")
         if not 0.0 <= low < high:
             raise ValueError(
                 "`low` and `high` must satisfy 0 <= low < high. "

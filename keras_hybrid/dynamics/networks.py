@@ -50,8 +50,13 @@ class SeedStream:
 
 
 def soft_clip(x, low, high):
-    """Smooth clip of `x` into `(low, high)`; identity-like in between."""
-    return low + ops.softplus(x - low) - ops.softplus(x - high)
+    """Smooth clip of `x` into `[low, high]`; identity-like in between.
+
+    `low + softplus(x - low) - softplus(x - high)`; the final hard clip only
+    removes float round-off at saturation (where the gradient is ~0 anyway).
+    """
+    smooth = low + ops.softplus(x - low) - ops.softplus(x - high)
+    return ops.clip(smooth, low, high)
 
 
 def inverse_soft_clip(value, low, high):
