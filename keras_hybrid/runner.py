@@ -83,15 +83,16 @@ class HybridRunner(RecoveryMixin):
         """Creates what depends on the model's variables (once built)."""
         model = self.model
         self.variables = list(model.trainable_variables)
-        self.trajectory = WeightTrajectory(self.variables)
-        self.deltas = [
-            keras.Variable(
-                keras.ops.zeros(v.shape, dtype=v.dtype),
-                trainable=False,
-                name=f"hybrid_delta_{i}",
-            )
-            for i, v in enumerate(self.variables)
-        ]
+        with self.backend.variable_scope(model):
+            self.trajectory = WeightTrajectory(self.variables)
+            self.deltas = [
+                keras.Variable(
+                    keras.ops.zeros(v.shape, dtype=v.dtype),
+                    trainable=False,
+                    name=f"hybrid_delta_{i}",
+                )
+                for i, v in enumerate(self.variables)
+            ]
         self.functions = self.backend.make_phase_functions(
             model, self.trajectory.accumulators, self.deltas
         )

@@ -11,6 +11,7 @@ so its jaxpr has no transpose of the forward pass.
 """
 
 import collections
+import contextlib
 
 import jax
 import jax.numpy as jnp
@@ -153,6 +154,11 @@ def _iterations_index(model):
         "The optimizer's `iterations` is not among its variables. "
         f"Received: optimizer={model.optimizer!r}"
     )
+
+
+def variable_scope(model):
+    """The scope to create the runner's variables in (none needed here)."""
+    return contextlib.nullcontext()
 
 
 def make_phase_functions(model, accumulators, deltas):

@@ -62,6 +62,20 @@ def train_step(model, data):
     return logs
 
 
+def variable_scope(model):
+    """The scope to create the runner's variables in: the model's
+    distribution strategy, so that deltas and trajectory sums are mirrored
+    like the weights.
+
+    Inside `strategy.run`, `assign_add` on a mirrored variable updates each
+    replica's own copy. The PREDICT and FULL steps only add values that are
+    equal on every replica (mirrored deltas, the weights themselves), so the
+    copies stay identical (tested on 2 logical CPUs). A variable created
+    outside the scope would be one copy updated by every replica.
+    """
+    return model.distribute_strategy.scope()
+
+
 def predict_step(model, deltas, data):
     """A PREDICT step: forward and loss only, then `w += delta`.
 

@@ -7,6 +7,8 @@ only `steps_per_execution=1` on this backend, so each fit-loop call is one
 batch.
 """
 
+import contextlib
+
 import torch
 
 from keras_hybrid.backends import common
@@ -84,6 +86,11 @@ def make_dispatcher(model, plain):
         return runner.run(data)
 
     return dispatch, plain
+
+
+def variable_scope(model):
+    """The scope to create the runner's variables in (none needed here)."""
+    return contextlib.nullcontext()
 
 
 def make_phase_functions(model, accumulators, deltas):

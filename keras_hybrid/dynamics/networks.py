@@ -126,13 +126,15 @@ def outcome_loss(targets, outputs, kl_weight=1.0, return_terms=False):
 
     Args:
         targets: dict with `coeffs`, `layer_scales`, `loss`.
-        outputs: a network's output dict.
+        outputs: a network's output dict (tensors or NumPy arrays).
         kl_weight: weight of the KL term.
         return_terms: also return the dict of the separate terms.
     """
     def f32(x):
         return ops.cast(ops.convert_to_tensor(x), "float32")
 
+    outputs = {k: f32(v) for k, v in outputs.items() if k in HEAD_KEYS
+               or k == "kl_loss"}
     coeffs = ops.mean(ops.square(outputs["coeffs"] - f32(targets["coeffs"])))
     log_scale_err = (ops.log(outputs["layer_scales"])
                      - ops.log(ops.maximum(f32(targets["layer_scales"]),
@@ -182,8 +184,9 @@ class DynamicsNetwork(keras.Model):
         self._seeds = SeedStream(seed)
 
     def _finish_init(self, dummy_shape):
-        """Creates the variables (one inference call) and compiles."""
-        self(np.zeros(dummy_shape, np.float32), training=False)
+        """Creates the variables (a symbolic call: no computation) and
+        compiles."""
+        self(keras.KerasTensor(dummy_shape), training=False)
         self.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
                      jit_compile=self.jit_compile_setting)
 

@@ -185,6 +185,11 @@ class RSSMDynamics(DynamicsNetwork):
         self.last_kl = float(np.mean(outputs["kl"]))
         return outputs
 
+    def predict_sequence(self, features_seq):
+        """Per-step inference outputs (NumPy `(B, T, ...)`, the `call` dict)
+        of `(T, F)` / `(B, T, F)` histories; sets `last_kl`."""
+        return self._run(self._batched(features_seq))
+
     def predict_next(self, features_seq):
         """Outcome of the phase after the last one observed.
 

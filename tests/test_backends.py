@@ -1,0 +1,73 @@
+"""Every backend and more than one device.
+
+The backend is fixed per process, so the other backends run in
+subprocesses: the tests marked `backends` (every phase, both PREDICT modes,
+rollback and abort, checkpoints and resume, the step inspections) under
+`KERAS_BACKEND=jax` and `torch`; and the distribution workers
+(`tests/distributed_worker.py`), which configure their devices before the
+backend starts.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import backend_is
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+only_from_tensorflow = pytest.mark.skipif(
+    not backend_is("tensorflow"),
+    reason="started from the default (TensorFlow) run only",
+)
+
+
+def run(args, backend=None, timeout=900):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    if backend:
+        env["KERAS_BACKEND"] = backend
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
+        text=True, timeout=timeout,
+    )
+
+
+@only_from_tensorflow
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_backend_subset_passes(backend):
+    result = run(
+        ["-m", "pytest", "-q", "-m", "backends", "-p", "no:cacheprovider",
+         "-W", "ignore", "tests"],
+        backend=backend,
+    )
+    summary = result.stdout.strip().splitlines()[-1:] or [""]
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    assert " passed" in summary[0] and "failed" not in summary[0], summary
+
+
+def run_worker(kind, predict_mode):
+    result = run(["tests/distributed_worker.py", kind, predict_mode])
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@only_from_tensorflow
+@pytest.mark.parametrize("kind", ["mirrored", "data_parallel"])
+@pytest.mark.parametrize("predict_mode", ["per_step", "jump"])
+def test_replicas_stay_identical(kind, predict_mode):
+    out = run_worker(kind, predict_mode)
+    s = out["summary"]
+    assert out["replicas"] == 2 and out["copies"] == 2
+    # Predicted deltas (or jumps), micro-corrections and a rollback all ran:
+    assert s["predictions_accepted"] >= 1 and s["predict_steps"] > 0
+    assert s["corrections"] >= 1
+    assert any(e.startswith("RollbackAndRetry") for e in out["events"]), out
+    # ... and every copy of every variable is the same on both replicas.
+    assert out["finite"]
+    assert out["max_replica_difference"] == 0.0
+    # The model learned (chance level is ln 10 = 2.3): each update was
+    # applied once, not once per replica.
+    assert out["eval_loss"] < 1.5, out
