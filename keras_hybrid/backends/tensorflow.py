@@ -33,11 +33,12 @@ def _forward(model, data, training):
 
 
 def _track_loss(model, loss, x):
+    """Adds the batch loss to the loss metric; returns it unscaled (under a
+    strategy Keras divides each replica's loss by the replica count)."""
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    model._loss_tracker.update_state(
-        loss * replicas if replicas > 1 else loss,
-        sample_weight=_batch_size(x),
-    )
+    unscaled = loss * replicas if replicas > 1 else loss
+    model._loss_tracker.update_state(unscaled, sample_weight=_batch_size(x))
+    return unscaled
 
 
 def train_step(model, data):
@@ -48,14 +49,14 @@ def train_step(model, data):
     """
     with tf.GradientTape() as tape:
         x, y, sample_weight, y_pred, loss = _forward(model, data, True)
-        _track_loss(model, loss, x)
+        unscaled = _track_loss(model, loss, x)
         scaled = model.optimizer.scale_loss(loss)
     variables = model.trainable_variables
     grads = tape.gradient(scaled, variables)
     model.optimizer.apply_gradients(zip(grads, variables))
     logs = model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
     logs = dict(logs)
-    logs[common.LOSS_KEY] = loss
+    logs[common.LOSS_KEY] = unscaled
     logs[common.GRAD_NORM_KEY] = tf.linalg.global_norm(
         [g for g in grads if g is not None]
     )
@@ -82,12 +83,12 @@ def predict_step(model, deltas, data):
     No gradient tape: nothing here records or computes gradients.
     """
     x, y, sample_weight, y_pred, loss = _forward(model, data, True)
-    _track_loss(model, loss, x)
+    unscaled = _track_loss(model, loss, x)
     for variable, delta in zip(model.trainable_variables, deltas):
         variable.assign_add(delta)
     model.optimizer.iterations.assign_add(1)
     logs = dict(model.compute_metrics(x, y, y_pred, sample_weight=sample_weight))
-    logs[common.LOSS_KEY] = loss
+    logs[common.LOSS_KEY] = unscaled
     return logs
 
 

@@ -3,6 +3,7 @@
 Run by `keras_hybrid.bench.harness` in its own subprocess, once per task.
 """
 
+import itertools
 import math
 import time
 
@@ -14,20 +15,56 @@ from keras_hybrid.bench.arms import resolve_task
 
 
 def make_iterator(x, y, batch_size):
-    """An endless batch iterator that the compiled train functions accept.
-
-    This is the only backend-specific piece of the profile.
-    """
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
+    """An endless iterator of batches as the backend's fit loop feeds them
+    (a `tf.data` iterator on TensorFlow; backend tensors elsewhere)."""
+    if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
         dataset = tf.data.Dataset.from_tensor_slices((x, y))
         return iter(dataset.batch(batch_size).repeat())
-    raise NotImplementedError(
-        "The overhead profile supports the TensorFlow backend in this "
-        f"version. Received: backend={backend!r}"
-    )
+    batches = [
+        (keras.ops.convert_to_tensor(x[i:i + batch_size]),
+         keras.ops.convert_to_tensor(y[i:i + batch_size]))
+        for i in range(0, len(x) - batch_size + 1, batch_size)
+    ]
+    return itertools.cycle(batches)
+
+
+def as_fit_loop_calls(model, functions):
+    """Adapts train functions to be called with an iterator.
+
+    TensorFlow's and JAX's fit loops pass the iterator itself; PyTorch's
+    passes a one-batch list. Keras' own JAX train function also takes and
+    returns the state, which is kept here between calls as the fit loop
+    keeps it.
+    """
+    backend = keras.backend.backend()
+    adapted = {}
+    for name, function in functions.items():
+        if backend == "torch":
+            adapted[name] = _batch_list_call(function)
+        else:
+            adapted[name] = function
+    if backend == "jax":
+        adapted["plain_ms"] = _stateful_call(model, functions["plain_ms"])
+    return adapted
+
+
+def _batch_list_call(function):
+    return lambda iterator: function([next(iterator)])
+
+
+def _stateful_call(model, function):
+    state = [model._get_jax_state(
+        trainable_variables=True, non_trainable_variables=True,
+        optimizer_variables=True, metrics_variables=True,
+    )]
+
+    def call(iterator):
+        logs, state[0] = function(state[0], iterator)
+        return logs
+
+    return call
 
 
 def _to_host(outputs):
@@ -109,12 +146,12 @@ def profile_task(spec):
     xs = np.concatenate([task.x_train] * reps)[:count]
     ys = np.concatenate([task.y_train] * reps)[:count]
     times = _time_calls(
-        {
+        as_fit_loop_calls(plain, {
             "plain_ms": plain_function,
             "full_ms": runner.functions["full"],
             "predict_ms": runner.functions["predict"],
             "skip_ms": skip,
-        },
+        }),
         lambda: make_iterator(xs, ys, batch),
         warmup,
         calls,

@@ -165,7 +165,7 @@ def to_numpy(outputs):
 
 
 class DynamicsNetwork(keras.Model):
-    """Base of the feed-forward dynamics networks.
+    """Base of the dynamics networks (feed-forward and RSSM).
 
     Builds its variables and compiles its own optimizer at construction
     (`Adam(learning_rate)`, `outcome_loss` via `compute_loss`), so

@@ -169,6 +169,8 @@ class RSSMDynamics(DynamicsNetwork):
         so the padding changes nothing before it and is cut off.
         """
         n, total = x.shape[:2]
+        if total == 0:
+            raise ValueError("RSSMDynamics needs at least one observed phase.")
         k = self.window
         pad = (-total) % k
         x = np.concatenate(
