@@ -15,6 +15,8 @@ from keras_hybrid.dynamics.networks import inverse_soft_clip
 from keras_hybrid.dynamics.networks import inverse_softplus
 from keras_hybrid.dynamics.networks import outcome_loss
 
+pytestmark = pytest.mark.backends
+
 F, R, G, K = 5, 3, 2, 3  # feature_dim, rank, num_groups, num_keypoints
 HEADS = {"coeffs": R, "layer_scales": G, "loss_mean": K + 1,
          "loss_log_std": K + 1}
