@@ -36,3 +36,41 @@ def pop_stats(logs):
 def flatten(structure):
     """The leaves of a nested structure."""
     return keras.tree.flatten(structure)
+
+
+def forward(model, data, training):
+    """Forward pass and compiled loss of one batch.
+
+    Returns:
+        `(x, y, sample_weight, y_pred, loss)`.
+    """
+    x, y, sample_weight = unpack(data)
+    if model._call_has_training_arg:
+        y_pred = model(x, training=training)
+    else:
+        y_pred = model(x)
+    loss = model._compute_loss(
+        x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+        training=training,
+    )
+    return x, y, sample_weight, y_pred, loss
+
+
+def make_dispatcher(model, plain):
+    """The fit loop's `train_function` for backends whose loop passes one
+    argument (TensorFlow: the iterator; PyTorch: a one-batch list).
+
+    Without a runner it is Keras' own step (statistics dropped); with one,
+    the runner runs the current phase's function.
+
+    Returns:
+        `(dispatch, plain)`: the train function, and the plain step.
+    """
+
+    def dispatch(data):
+        runner = model._hybrid_runner
+        if runner is None:
+            return strip_stats(plain(data))
+        return runner.run(data)
+
+    return dispatch, plain

@@ -20,16 +20,7 @@ def _forward(model, data, training):
     data = tf.nest.map_structure(
         lambda t: None if isinstance(t, tf.experimental.Optional) else t, data
     )
-    x, y, sample_weight = common.unpack(data)
-    if model._call_has_training_arg:
-        y_pred = model(x, training=training)
-    else:
-        y_pred = model(x)
-    loss = model._compute_loss(
-        x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
-        training=training,
-    )
-    return x, y, sample_weight, y_pred, loss
+    return common.forward(model, data, training)
 
 
 def _track_loss(model, loss, x):
@@ -92,24 +83,7 @@ def predict_step(model, deltas, data):
     return logs
 
 
-def make_dispatcher(model, plain):
-    """The fit loop's `train_function(iterator)`.
-
-    Without a runner it is Keras' own compiled step (statistics dropped);
-    with one, the runner runs the current phase's function.
-
-    Returns:
-        `(dispatch, plain)`: the train function, and the plain step as a
-        function of the iterator.
-    """
-
-    def dispatch(iterator):
-        runner = model._hybrid_runner
-        if runner is None:
-            return common.strip_stats(plain(iterator))
-        return runner.run(iterator)
-
-    return dispatch, plain
+make_dispatcher = common.make_dispatcher
 
 
 def make_phase_functions(model, accumulators, deltas):

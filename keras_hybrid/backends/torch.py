@@ -14,19 +14,6 @@ import torch
 from keras_hybrid.backends import common
 
 
-def _forward(model, data, training):
-    x, y, sample_weight = common.unpack(data)
-    if model._call_has_training_arg:
-        y_pred = model(x, training=training)
-    else:
-        y_pred = model(x)
-    loss = model._compute_loss(
-        x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
-        training=training,
-    )
-    return x, y, sample_weight, y_pred, loss
-
-
 def _track_loss(model, loss, x):
     first = next(t for t in common.flatten(x) if t is not None)
     model._loss_tracker.update_state(loss, sample_weight=first.shape[0])
@@ -64,7 +51,7 @@ def predict_step(model, deltas, data):
     """A PREDICT step: forward and loss only, then `w += delta`, all under
     `torch.no_grad()` (no autograd graph is built)."""
     with torch.no_grad():
-        x, y, sample_weight, y_pred, loss = _forward(model, data, True)
+        x, y, sample_weight, y_pred, loss = common.forward(model, data, True)
         _track_loss(model, loss, x)
         for variable, delta in zip(model.trainable_variables, deltas):
             variable.assign_add(delta)
@@ -76,16 +63,7 @@ def predict_step(model, deltas, data):
     return logs
 
 
-def make_dispatcher(model, plain):
-    """The fit loop's `train_function(data)` (see the TensorFlow module)."""
-
-    def dispatch(data):
-        runner = model._hybrid_runner
-        if runner is None:
-            return common.strip_stats(plain(data))
-        return runner.run(data)
-
-    return dispatch, plain
+make_dispatcher = common.make_dispatcher
 
 
 def variable_scope(model):
@@ -109,7 +87,7 @@ def make_phase_functions(model, accumulators, deltas):
 
     def eval_loss(batch):
         with torch.no_grad():
-            return _forward(model, batch, False)[-1]
+            return common.forward(model, batch, False)[-1]
 
     return {"full": full, "predict": predict, "eval_loss": eval_loss}
 
