@@ -22,15 +22,8 @@ def _track_loss(model, loss, x):
 def train_step(model, data):
     """A FULL step: Keras' PyTorch `train_step` plus the batch loss and the
     global gradient norm under the keys of `common.STAT_KEYS`."""
-    x, y, sample_weight = common.unpack(data)
-    if model._call_has_training_arg:
-        y_pred = model(x, training=True)
-    else:
-        y_pred = model(x)
     model.zero_grad()
-    loss = model._compute_loss(
-        x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
-    )
+    x, y, sample_weight, y_pred, loss = common.forward(model, data, True)
     _track_loss(model, loss, x)
     scaled = model.optimizer.scale_loss(loss)
     variables = model.trainable_weights[:]
