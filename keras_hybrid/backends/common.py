@@ -33,11 +33,6 @@ def pop_stats(logs):
     return clean, stats
 
 
-def flatten(structure):
-    """The leaves of a nested structure."""
-    return keras.tree.flatten(structure)
-
-
 def forward(model, data, training):
     """Forward pass and compiled loss of one batch.
 

@@ -21,13 +21,14 @@ from keras_hybrid.backends import common
 
 
 def _forward_loss(model, state, data, training):
+    """The compiled loss of one batch (no state change)."""
     trainable, non_trainable, optimizer_vars, metrics_vars = state
     x, y, sample_weight = common.unpack(data)
-    loss, aux = model.compute_loss_and_updates(
+    loss, _ = model.compute_loss_and_updates(
         trainable, non_trainable, metrics_vars, x, y, sample_weight,
         training=training, optimizer_variables=optimizer_vars,
     )
-    return x, y, sample_weight, loss, aux
+    return loss
 
 
 def train_step(model, state, data):
@@ -178,7 +179,7 @@ def make_phase_functions(model, accumulators, deltas):
         return predict_step(model, iterations_index, state, delta_values, data)
 
     def eval_loss(state, data):
-        return _forward_loss(model, state, data, False)[3]
+        return _forward_loss(model, state, data, False)
 
     full_jit = _jit(model, full_collect)
     predict_jit = _jit(model, predict)
@@ -245,7 +246,7 @@ def step_jaxpr(model, kind, deltas, batch):
         return jax.make_jaxpr(model.train_step)(state, batch)
     if kind == "forward":
         return jax.make_jaxpr(
-            lambda s, b: _forward_loss(model, s, b, True)[3]
+            lambda s, b: _forward_loss(model, s, b, True)
         )(state, batch)
     if kind == "predict":
         index = _iterations_index(model)

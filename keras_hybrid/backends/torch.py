@@ -9,13 +9,14 @@ batch.
 
 import contextlib
 
+import keras
 import torch
 
 from keras_hybrid.backends import common
 
 
 def _track_loss(model, loss, x):
-    first = next(t for t in common.flatten(x) if t is not None)
+    first = next(t for t in keras.tree.flatten(x) if t is not None)
     model._loss_tracker.update_state(loss, sample_weight=first.shape[0])
 
 
