@@ -56,7 +56,12 @@ class HybridPredictCallback(keras.callbacks.Callback):
         config = self.config or model.hybrid_config or HybridConfig()
         _check_supported(config)
         self.runner = HybridRunner(model, config)
-        self.runner.steps_per_epoch = (self.params or {}).get("steps")
+        params = self.params or {}
+        self.runner.steps_per_epoch = params.get("steps")
+        if params.get("steps") and params.get("epochs"):
+            self.runner.total_steps = int(params["steps"]) * int(
+                params["epochs"]
+            )
         self._resume_metrics = None
         resume = getattr(model, "_hybrid_resume", None)
         if resume is not None:

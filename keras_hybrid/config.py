@@ -13,7 +13,10 @@ import os
 
 import yaml
 
-PREDICTOR_TYPES = ("linear", "mlp", "rssm")
+PREDICTOR_TYPES = ("drift", "linear", "mlp", "rssm")
+BASIS_METHODS = ("pca", "power", "dmd")
+CALIBRATION_METHODS = ("temperature", "binning")
+HORIZON_POLICIES = ("confidence", "ucb1", "linucb")
 PREDICT_MODES = ("jump", "per_step")
 PRESET_NAMES = ("default", "conservative", "balanced", "aggressive")
 
@@ -81,9 +84,13 @@ class PredictorConfig:
     """The dynamics model that predicts PREDICT phases.
 
     Args:
-        type: `"linear"` (trajectory-based linear predictor), `"mlp"` or
-            `"rssm"`.
+        type: `"drift"` (extends the phase's averaged trajectory along its
+            drift; no learned model), or a learned ensemble over the
+            trajectory basis: `"linear"` (closed-form ridge), `"mlp"` or
+            `"rssm"` (GRU + categorical latent, trained by truncated BPTT).
         trajectory_rank: rank of the low-rank weight-trajectory basis.
+        trajectory_basis: how the basis is fitted: `"pca"`, `"power"`
+            (warm-started power iteration) or `"dmd"`.
         feature_dim: size of the encoded training-state feature vector.
         l2_regularization: ridge penalty of the linear model.
         hidden_dims: hidden layer sizes of the MLP predictor.
@@ -94,12 +101,16 @@ class PredictorConfig:
         num_categoricals: classes per categorical latent of the RSSM.
         ensemble_size: members of the ensemble whose disagreement gives the
             confidence.
+        confidence_scale: raw confidence is `exp(-disagreement / scale)`.
+        calibration: online calibration of the confidence:
+            `"temperature"` or `"binning"`.
         jump_scales: candidate multiples of the phase length tried by the
             forward line search before a jump is accepted (largest first).
     """
 
-    type: str = "linear"
+    type: str = "drift"
     trajectory_rank: int = 4
+    trajectory_basis: str = "pca"
     feature_dim: int = 32
     l2_regularization: float = 1e-3
     hidden_dims: tuple = (64, 64)
@@ -109,6 +120,8 @@ class PredictorConfig:
     stochastic_dim: int = 8
     num_categoricals: int = 8
     ensemble_size: int = 3
+    confidence_scale: float = 0.25
+    calibration: str = "temperature"
     jump_scales: tuple = (1.0, 0.5, 0.25)
 
     def __post_init__(self):
@@ -138,6 +151,11 @@ class PredictorConfig:
         _check_int(o, "stochastic_dim", self.stochastic_dim, 1, 1024)
         _check_int(o, "num_categoricals", self.num_categoricals, 2, 1024)
         _check_int(o, "ensemble_size", self.ensemble_size, 1, 32)
+        _check_choice(o, "trajectory_basis", self.trajectory_basis,
+                      BASIS_METHODS)
+        _check_number(o, "confidence_scale", self.confidence_scale, 0.0,
+                      low_open=True)
+        _check_choice(o, "calibration", self.calibration, CALIBRATION_METHODS)
         if not self.jump_scales:
             raise ValueError(
                 "`predictor.jump_scales` must not be empty. "
@@ -288,6 +306,19 @@ class HybridConfig:
             `(1 + loss_tolerance)` times the loss of the weights it replaces.
         horizon_decay: factor applied to the horizon for each consecutive
             PREDICT phase (1.0: no penalty).
+        horizon_policy: how PREDICT lengths are chosen: `"confidence"`
+            (grows with the confidence), `"ucb1"` or `"linucb"` (a bandit
+            over lengths from `min_predict_steps` to `max_predict_steps`,
+            rewarded by backward passes saved minus the loss penalty).
+        target_quality: if set, the confidence threshold is re-tuned after
+            every prediction to the smallest one whose predictions were
+            accepted at least this often (`auto_tune_confidence`).
+        adaptive_correction: adapt `correction_interval` to the variance of
+            the predictor's residuals (within `[max(2, interval / 4),
+            4 * interval]`).
+        finish_with_prediction: when the rest of the run is at most
+            `max_predict_steps` long, end it with a PREDICT phase (checked
+            like any other) instead of FULL steps.
         predictor_memory_budget_mb: memory the dynamics model may use.
         collect_metrics: collect predictor overhead timings for the report.
         seed: seed of the callback's own randomness.
@@ -314,6 +345,10 @@ class HybridConfig:
     validation_samples: int = 4
     loss_tolerance: float = 0.0
     horizon_decay: float = 0.9
+    horizon_policy: str = "confidence"
+    target_quality: object = None
+    adaptive_correction: bool = True
+    finish_with_prediction: bool = False
     predictor_memory_budget_mb: float = 50.0
     collect_metrics: bool = True
     seed: int = 0
@@ -380,6 +415,12 @@ class HybridConfig:
             0.0,
             low_open=True,
         )
+        _check_choice("", "horizon_policy", self.horizon_policy,
+                      HORIZON_POLICIES)
+        if self.target_quality is not None:
+            _check_number("", "target_quality", self.target_quality, 0.0, 1.0)
+        _check_bool("", "adaptive_correction", self.adaptive_correction)
+        _check_bool("", "finish_with_prediction", self.finish_with_prediction)
         _check_bool("", "collect_metrics", self.collect_metrics)
         _check_int("", "seed", self.seed, 0)
 

@@ -90,12 +90,15 @@ class PhaseController:
         return int(min(max(round(length), c.min_predict_steps),
                        c.max_predict_steps))
 
-    def can_predict(self, confidence):
-        """Whether a PREDICT phase may start now."""
+    def can_predict(self, confidence, threshold=None):
+        """Whether a PREDICT phase may start now (at `threshold`, by default
+        `config.confidence_threshold`)."""
+        if threshold is None:
+            threshold = self.config.confidence_threshold
         return (
             self.forced_full_steps <= 0
             and self.cooldown <= 0
-            and confidence >= self.config.confidence_threshold
+            and confidence >= threshold
         )
 
     # ------------------------------------------------------------ updates

@@ -64,6 +64,7 @@ class RecoveryMixin:
             self.flush_iterations()
             if self._good_values is not None:
                 self._good_vars.restore(self._good_values)
+                self.interrupt()
             if isinstance(action, divergence.Abort):
                 self.stats.event(c.step, names, "Abort: weights and "
                                  f"optimizer restored to step {self._good_step}")

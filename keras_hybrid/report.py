@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+from keras_hybrid.dynamics.calibration import expected_calibration_error
 from keras_hybrid.phases import Phase
 
 REPORT_VERSION = 1
@@ -33,6 +34,7 @@ class RunStatistics:
         self.confidences = []
         self.weight_cosines = []
         self.loss_pairs = []
+        self.shadow = []
         self.step_times = collections.defaultdict(list)
         self.overhead = collections.Counter()
 
@@ -54,6 +56,15 @@ class RunStatistics:
     def loss_prediction(self, predicted, actual):
         if predicted is not None and actual is not None:
             self.loss_pairs.append((float(predicted), float(actual)))
+
+    def shadow_check(self, cosine, error, predicted_loss, actual_loss,
+                     confidence, success):
+        """Records a prediction checked against the next real FULL phase."""
+        self.shadow.append([
+            float(cosine), float(error),
+            None if predicted_loss is None else float(predicted_loss),
+            float(actual_loss), float(confidence), bool(success),
+        ])
 
     @property
     def total_steps(self):
@@ -83,6 +94,44 @@ def _correlation(pairs):
     return float(np.corrcoef(a, b)[0, 1])
 
 
+def prediction_accuracy(stats):
+    """How good the predictions were, measured against real outcomes.
+
+    `checked_*`, `weight_*`, `loss_*` and `calibration_error` come from the
+    shadow checks: at the end of every FULL phase the predictor predicts the
+    next phase; when the next phase is FULL too, its real weight change and
+    loss score that prediction (nothing was applied). `applied_loss_*`
+    compare the predicted loss of applied PREDICT phases with the loss at
+    the first step after them. `drift_consistency` is the cosine between
+    consecutive phases' drifts.
+    """
+    shadow = stats.shadow
+    pairs = [(r[2], r[3]) for r in shadow if r[2] is not None]
+    applied = stats.loss_pairs
+    ece = None
+    if shadow:
+        ece = expected_calibration_error(
+            [min(max(r[4], 0.0), 1.0) for r in shadow],
+            [bool(r[5]) for r in shadow],
+        )
+    return {
+        "checked_predictions": len(shadow),
+        "weight_cosine_similarity": _mean([r[0] for r in shadow]),
+        "weight_relative_error": (
+            float(np.median([r[1] for r in shadow])) if shadow else None
+        ),
+        "improving_share": (
+            float(np.mean([r[5] for r in shadow])) if shadow else None
+        ),
+        "loss_mae": _mean([abs(p - a) for p, a in pairs]),
+        "loss_correlation": _correlation(pairs),
+        "calibration_error": ece,
+        "applied_loss_mae": _mean([abs(p - a) for p, a in applied]),
+        "applied_loss_correlation": _correlation(applied),
+        "drift_consistency": _mean(stats.weight_cosines),
+    }
+
+
 def build_report(runner):
     """Returns the training report of a runner as a JSON-safe dict."""
     stats = runner.stats
@@ -91,7 +140,6 @@ def build_report(runner):
     total_time = sum(sum(t) for t in stats.step_times.values())
     overhead_s = sum(stats.overhead.values())
     steps_seen = max(len(stats.step_times.get("full", [])), 1)
-    pairs = stats.loss_pairs
     summary = {
         "total_steps": stats.total_steps,
         "warmup_steps": stats.steps["WARMUP"],
@@ -113,11 +161,7 @@ def build_report(runner):
         "avg_predict_length": _mean(predicts),
         "max_predict_length": max(predicts) if predicts else None,
         "avg_confidence": _mean(stats.confidences),
-        "prediction_accuracy": {
-            "loss_mae": _mean([abs(p - a) for p, a in pairs]),
-            "loss_correlation": _correlation(pairs),
-            "weight_cosine_similarity": _mean(stats.weight_cosines),
-        },
+        "prediction_accuracy": prediction_accuracy(stats),
         "median_call_time_ms": {
             kind: 1e3 * stats.median_step_time(kind)
             for kind in sorted(stats.step_times)

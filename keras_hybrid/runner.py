@@ -17,6 +17,7 @@ from keras_hybrid import backends
 from keras_hybrid import dynamics
 from keras_hybrid import divergence
 from keras_hybrid.backends import common
+from keras_hybrid.control import PhaseControl
 from keras_hybrid.phases import Phase
 from keras_hybrid.phases import PhaseController
 from keras_hybrid.recovery import RecoveryMixin
@@ -24,6 +25,7 @@ from keras_hybrid.report import RunStatistics
 from keras_hybrid.state import TrainingState
 from keras_hybrid.trajectory import WeightTrajectory
 from keras_hybrid.trajectory import all_finite
+from keras_hybrid.trajectory import delta_agreement
 
 
 class HybridRunner(RecoveryMixin):
@@ -44,6 +46,7 @@ class HybridRunner(RecoveryMixin):
         self.functions = None
         self.predictor = None
         self.controller = PhaseController(config)
+        self.control = PhaseControl(config)
         self.state = TrainingState()
         self.monitor = divergence.DivergenceMonitor(
             config.divergence, full_steps=config.full_steps
@@ -76,6 +79,10 @@ class HybridRunner(RecoveryMixin):
         self._awaiting_correct_loss = False
         self._pending_iterations = 0
         self.pending_random_state = None
+        self.total_steps = None
+        self._shadow = None
+        self._shadow_contiguous = False
+        self._predict_length = 0
         if model.trainable_variables:
             self._setup()
 
@@ -206,6 +213,11 @@ class HybridRunner(RecoveryMixin):
                     True, self.predicted_loss, loss
                 )
                 self.stats.loss_prediction(self.predicted_loss, loss)
+                self.control.outcome(
+                    True, self._predict_length,
+                    loss / self.predicted_loss if self.predicted_loss
+                    else None,
+                )
         if collect:
             self.trajectory.added(n)
             half = self.controller.phase_length // 2
@@ -221,7 +233,7 @@ class HybridRunner(RecoveryMixin):
     def _predict_call(self, iterator):
         c = self.controller
         k = c.phase_step
-        interval = self.config.correction_interval
+        interval = self.control.correction_interval()
         checking = self.config.predict_mode == "jump" and k < (
             self.config.validation_samples
         )
@@ -300,21 +312,99 @@ class HybridRunner(RecoveryMixin):
         cos = self.trajectory.drift_consistency()
         if cos is not None:
             self.stats.weight_cosines.append(cos)
+        if have_drift:
+            self._check_shadow()
         self.stats.add_overhead("update", time.perf_counter() - start)
-        if have_drift and self.predictor.ready() and c.can_predict(
-            self.confidence
+        landing = self._landing_length()
+        ready = have_drift and self.predictor.ready()
+        if ready and (
+            landing is not None
+            or c.can_predict(self.confidence, self.control.threshold)
         ):
-            if self._start_predict():
+            if self._start_predict(landing):
                 return
         c.transition(Phase.FULL, outcome="completed")
         self._start_full()
 
-    def _start_predict(self):
-        """Prepares a PREDICT phase; returns False if the prediction is
-        unusable (non-finite), in which case FULL continues."""
+    def _landing_length(self):
+        """The rest of the run, if it should end with a PREDICT phase."""
+        cfg = self.config
+        if not cfg.finish_with_prediction or not self.total_steps:
+            return None
+        remaining = self.total_steps - self.controller.step
+        if self.controller.forced_full_steps > 0 or not (
+            cfg.min_predict_steps <= remaining <= cfg.max_predict_steps
+        ):
+            return None
+        return int(remaining)
+
+    def _check_shadow(self):
+        """Scores the prediction made at the end of the previous FULL phase
+        against what this FULL phase really did, then makes the next one.
+
+        The predictions are never applied: they measure the predictor on
+        real outcomes (weight-change cosine and error, loss error,
+        calibration) and teach its calibrator and corrector.
+        """
+        tr = self.trajectory
+        pending, self._shadow = self._shadow, None
+        if pending is not None and self._shadow_contiguous:
+            distance = len(self._phase_losses) + pending["lag"] - tr.lag
+            if distance > 0:
+                cos, error = delta_agreement(
+                    pending["per_step"], tr.second_mean, pending["mean"],
+                    distance,
+                )
+                if cos is not None:
+                    losses = [l for _, l in self._phase_losses]
+                    quarter = max(len(losses) // 4, 1)
+                    actual = float(np.mean(losses[-quarter:]))
+                    success = error < 1.0
+                    self.stats.shadow_check(
+                        cos, error, pending["loss"], actual,
+                        pending["confidence"], success,
+                    )
+                    self.predictor.record_shadow(
+                        pending["confidence"], success, error
+                    )
+                    self.control.residual(error)
+        self._shadow_contiguous = True
+        if not self.predictor.ready():
+            return
+        self.predictor.begin_shadow()
+        outcome = self.predictor.predict_phase_outcome(
+            self.state, self.config.full_steps
+        )
+        if not all_finite(outcome.per_step_delta):
+            return
+        self._shadow = {
+            "per_step": list(outcome.per_step_delta),
+            "mean": list(tr.second_mean),
+            "lag": tr.lag,
+            "loss": outcome.predicted_loss,
+            "confidence": self.confidence,
+        }
+
+    def interrupt(self):
+        """The weights change outside a FULL phase (PREDICT, rollback): the
+        next FULL phase does not continue the last one."""
+        self._shadow = None
+        self._shadow_contiguous = False
+        self.predictor.note_interruption()
+
+    def _start_predict(self, length=None):
+        """Prepares a PREDICT phase (of `length` steps, else chosen by the
+        phase control); returns False if the prediction is unusable
+        (non-finite), in which case FULL continues."""
         c = self.controller
         start = time.perf_counter()
-        length = c.horizon(self.confidence)
+        if length is None:
+            length = self.control.length(
+                c, self.confidence,
+                self.control.context(self.confidence, self._loss_slope()),
+            )
+        self._predict_length = int(length)
+        self.interrupt()
         outcome = self.predictor.predict_phase_outcome(self.state, length)
         self.stats.add_overhead("predict", time.perf_counter() - start)
         if not (all_finite(outcome.per_step_delta) and all_finite(outcome.start)):
@@ -323,6 +413,7 @@ class HybridRunner(RecoveryMixin):
             )
             self.predictor.record_outcome(False)
             c.record_prediction(False)
+            self.control.outcome(False, length)
             return False
         c.transition(
             Phase.PREDICT, length, outcome="completed",
@@ -405,10 +496,20 @@ class HybridRunner(RecoveryMixin):
             self.stats.event(c.step, reason, "weights_restored")
             self.predictor.record_outcome(False)
             c.record_prediction(False)
+            self.control.outcome(False, self._predict_length)
             c.transition(Phase.FULL, outcome=f"rejected:{reason}")
             self._start_full()
         self._restore_point = None
         self._outcome = None
+
+    def _loss_slope(self):
+        """Log-loss change per 100 steps over the recent FULL steps."""
+        recent = self.state.recent_full_losses(2 * self.config.full_steps)
+        if len(recent) < 4:
+            return 0.0
+        steps, losses = map(np.asarray, zip(*recent))
+        logs = np.log(np.maximum(losses, 1e-12))
+        return float(100.0 * np.polyfit(steps - steps[-1], logs, 1)[0])
 
     # ============================================================ logs
     def _decorate(self, logs, phase):

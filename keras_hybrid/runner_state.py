@@ -22,10 +22,12 @@ MONITOR = ("loss_mean", "loss_var", "grad_baseline", "losses", "rollbacks",
 STATISTICS = ("steps", "backward", "forward", "corrections",
               "predictions_attempted", "predictions_accepted",
               "predictions_rejected", "events", "jumps", "confidences",
-              "weight_cosines", "loss_pairs", "step_times", "overhead")
+              "weight_cosines", "loss_pairs", "shadow", "step_times",
+              "overhead")
 RUNNER = ("confidence", "predicted_loss", "final_loss", "_loss_limit",
           "_phase_losses", "_phase_start_features", "_awaiting_correct_loss",
-          "_pending_iterations", "_good_step", "_phase_alarm")
+          "_pending_iterations", "_good_step", "_phase_alarm",
+          "_shadow_contiguous", "_predict_length")
 TRAJECTORY = ("count", "first_count", "second_count", "_consistency")
 TRAJECTORY_TENSORS = ("first_mean", "second_mean", "drift", "previous_drift")
 
@@ -65,6 +67,14 @@ def runner_state(runner):
         tr = runner.trajectory
         json_state["trajectory"] = object_state(tr, TRAJECTORY)
         json_state["predictor"] = runner.predictor.get_state()
+        json_state["control"] = runner.control.get_state()
+        shadow = runner._shadow
+        json_state["shadow"] = None if shadow is None else {
+            k: v for k, v in shadow.items() if k not in ("per_step", "mean")
+        }
+        arrays["predictor"] = list(runner.predictor.get_arrays())
+        arrays["shadow_per_step"] = _numpy(shadow and shadow["per_step"])
+        arrays["shadow_mean"] = _numpy(shadow and shadow["mean"])
         arrays["accumulators"] = _numpy(tr.accumulators)
         for name in TRAJECTORY_TENSORS:
             arrays[name] = _numpy(getattr(tr, name))
@@ -92,6 +102,15 @@ def set_runner_state(runner, json_state, arrays):
     tr = runner.trajectory
     set_object_state(tr, json_state["trajectory"], TRAJECTORY)
     runner.predictor.set_state(json_state["predictor"])
+    runner.predictor.set_arrays(arrays.get("predictor") or [])
+    runner.control.set_state(json_state["control"])
+    runner._shadow = None
+    if json_state["shadow"] is not None:
+        runner._shadow = dict(
+            json_state["shadow"],
+            per_step=_tensors(arrays["shadow_per_step"]),
+            mean=_tensors(arrays["shadow_mean"]),
+        )
     _assign(tr.accumulators, arrays["accumulators"])
     for name in TRAJECTORY_TENSORS:
         setattr(tr, name, _tensors(arrays[name]))

@@ -59,12 +59,19 @@ def _cosine_parts(a, b):
     return ops.sum(ops.stack(parts), axis=0)
 
 
+def _agreement_parts(predicted, new_mean, old_mean, distance):
+    actual = [ops.divide(ops.subtract(b, a), distance)
+              for a, b in zip(old_mean, new_mean)]
+    return _cosine_parts(predicted, actual)
+
+
 def _finite(values):
     return ops.all(ops.stack([ops.all(ops.isfinite(v)) for v in values]))
 
 
 _cosine_parts_compiled = compile_function(_cosine_parts)
 _finite_compiled = compile_function(_finite)
+_agreement_compiled = compile_function(_agreement_parts)
 
 
 def cosine(a, b):
@@ -73,6 +80,25 @@ def cosine(a, b):
     if na <= 0.0 or nb <= 0.0:
         return 0.0
     return float(ab / np.sqrt(na * nb))
+
+
+def delta_agreement(predicted, new_mean, old_mean, distance):
+    """How well a predicted per-step change matches the real one.
+
+    The real per-step change is `(new_mean - old_mean) / distance`.
+
+    Returns:
+        `(cosine, relative_error)`: their cosine similarity and
+        `|predicted - real| / |real|` (`None`, `None` if the real change is
+        zero).
+    """
+    pa, pp, aa = ops.convert_to_numpy(_agreement_compiled(
+        list(predicted), list(new_mean), list(old_mean), _scalar(distance)
+    ))
+    if aa <= 0.0 or not np.isfinite(pp):
+        return None, None
+    cos = float(pa / np.sqrt(pp * aa)) if pp > 0.0 else 0.0
+    return cos, float(np.sqrt(max(pp - 2.0 * pa + aa, 0.0) / aa))
 
 
 def all_finite(values):
@@ -191,6 +217,11 @@ class WeightTrajectory:
         drift, starting from the (denoised) second-half average."""
         return self._target(self.second_mean, self.drift,
                             _scalar(self.lag + steps_ahead))
+
+    def target_along(self, per_step, offset):
+        """`second_mean + offset * per_step`, for any per-step change."""
+        return self._target(self.second_mean, list(per_step),
+                            _scalar(offset))
 
     def drift_consistency(self):
         """Cosine between the last two phases' drifts (`None` before two)."""

@@ -17,7 +17,7 @@ def test_defaults_match_the_design():
     assert c.confidence_threshold == 0.85
     assert c.divergence_threshold == 3.0
     assert c.correction_interval == 0
-    assert c.predictor.type == "linear"
+    assert c.predictor.type == "drift"
     assert c.predictor_memory_budget_mb == 50
 
 
@@ -62,7 +62,7 @@ def test_yaml_preset_key_overrides(tmp_path):
         ({"predict_mode": "fast"}, "`predict_mode` must be one of ['jump', 'per_step']"),
         ({"min_predict_steps": 50, "max_predict_steps": 20}, "`min_predict_steps` must be <= `max_predict_steps`"),
         ({"validation_samples": 10, "min_predict_steps": 10}, "`validation_samples` must be < `min_predict_steps`"),
-        ({"predictor": {"type": "transformer"}}, "`predictor.type` must be one of ['linear', 'mlp', 'rssm']"),
+        ({"predictor": {"type": "transformer"}}, "`predictor.type` must be one of ['drift', 'linear', 'mlp', 'rssm']"),
         ({"predictor": {"dropout": -0.1}}, "`predictor.dropout` must be >= 0.0"),
         ({"predictor": {"jump_scales": []}}, "`predictor.jump_scales` must not be empty"),
         ({"divergence": {"grad_vanishing_factor": 2.0}}, "`divergence.grad_vanishing_factor` must be <= 1.0"),

@@ -171,16 +171,16 @@ def test_per_step_mode_runs_forward_only_predict_steps(classification_data):
 
 
 def test_per_step_loss_spike_is_undone(classification_data, monkeypatch):
-    from keras_hybrid.dynamics import linear
+    from keras_hybrid.dynamics import drift
 
-    original = linear.LinearTrajectoryPredictor.predict_phase_outcome
+    original = drift.DriftPredictor.predict_phase_outcome
 
     def wild(self, state, phase_length):
         outcome = original(self, state, phase_length)
         outcome.per_step_delta = [d * 1e4 for d in outcome.per_step_delta]
         return outcome
 
-    monkeypatch.setattr(linear.LinearTrajectoryPredictor,
+    monkeypatch.setattr(drift.DriftPredictor,
                         "predict_phase_outcome", wild)
     x, y = classification_data
     model = compile_model(kh.HybridModel.wrap(build_mlp(0)))

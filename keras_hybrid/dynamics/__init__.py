@@ -2,22 +2,21 @@
 
 from keras_hybrid.dynamics.base import PhaseOutcome
 from keras_hybrid.dynamics.base import Predictor
-from keras_hybrid.dynamics.linear import LinearTrajectoryPredictor
+from keras_hybrid.dynamics.drift import DriftPredictor
 
-AVAILABLE = ("linear",)
+AVAILABLE = ("drift", "linear", "mlp", "rssm")
 
 
 def get(config, trajectory):
-    """Builds the predictor named by `config.predictor.type`.
-
-    Raises:
-        NotImplementedError: for a type this version does not provide yet.
-    """
+    """Builds the predictor named by `config.predictor.type`."""
     kind = config.predictor.type
-    if kind == "linear":
-        return LinearTrajectoryPredictor(config, trajectory)
-    raise NotImplementedError(
-        f"predictor.type={kind!r} is not available in this version of "
-        "keras_hybrid; use predictor.type='linear'. "
+    if kind == "drift":
+        return DriftPredictor(config, trajectory)
+    if kind in AVAILABLE:
+        from keras_hybrid.dynamics.learned import LearnedPredictor
+
+        return LearnedPredictor(config, trajectory, kind)
+    raise ValueError(
+        f"Unknown predictor type. Expected one of {AVAILABLE}. "
         f"Received: predictor.type={kind!r}"
     )

@@ -46,6 +46,26 @@ class Predictor:
         """Learns from how a PREDICT phase went."""
         raise NotImplementedError
 
+    def note_interruption(self):
+        """The weights are about to change outside a FULL phase (a PREDICT
+        phase or a rollback): the next FULL phase does not continue the last
+        one."""
+
+    def begin_shadow(self):
+        """The runner is about to check the current prediction against the
+        next FULL phase (see `record_shadow`)."""
+
+    def record_shadow(self, confidence, success, residual=None):
+        """Learns from a prediction checked against the FULL phase that
+        followed it (no weights were changed by it).
+
+        Args:
+            confidence: the confidence the predictor gave.
+            success: whether the predicted weight change moved the weights
+                closer to where the FULL phase took them.
+            residual: relative error of the predicted weight change.
+        """
+
     def get_state(self):
         """The predictor's learned state as JSON-safe data."""
         raise NotImplementedError
@@ -53,6 +73,14 @@ class Predictor:
     def set_state(self, state):
         """Restores `get_state()` output."""
         raise NotImplementedError
+
+    def get_arrays(self):
+        """Large NumPy arrays of the state (stored in HDF5, not JSON)."""
+        return []
+
+    def set_arrays(self, arrays):
+        """Restores `get_arrays()` output (after `set_state`)."""
+        del arrays
 
     def memory_mb(self):
         """Memory the predictor holds."""

@@ -1,4 +1,4 @@
-"""`LinearTrajectoryPredictor`: the cheap default dynamics model.
+"""`DriftPredictor`: the cheap dynamics model with nothing learned.
 
 Weights: the phase's averaged trajectory is extended along its per-step drift
 (`WeightTrajectory.target`). Loss: a log-linear fit of the recent FULL-phase
@@ -18,8 +18,8 @@ from keras_hybrid.dynamics.base import PhaseOutcome
 from keras_hybrid.dynamics.base import Predictor
 
 
-class LinearTrajectoryPredictor(Predictor):
-    """Trajectory-based linear predictor.
+class DriftPredictor(Predictor):
+    """Extends the averaged trajectory along its drift (`type='drift'`).
 
     Args:
         config: the `HybridConfig`.
