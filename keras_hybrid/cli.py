@@ -54,6 +54,12 @@ def build_parser():
         help="quick task sizes, one task (mnist1d-mlp) and one seed: under "
         "3 minutes on 2 CPU cores",
     )
+    bench.add_argument(
+        "--predictors", default=None,
+        help="comma-separated predictor types, one hybrid arm (and one "
+        "equal-budget arm) each (default: all of them; with --quick only the "
+        "config's predictor.type)",
+    )
     bench.add_argument("--out", default="bench_out",
                        help="output directory (default: bench_out)")
     bench.add_argument(
@@ -97,9 +103,24 @@ def resolve_bench_args(parser, args):
         )
     seeds = args.seeds or (QUICK_SEEDS if args.quick else FULL_SEEDS)
     try:
-        HybridConfig.resolve(args.config)
+        config = HybridConfig.resolve(args.config)
     except ValueError as e:
         parser.error(f"invalid --config: {e}")
+    from keras_hybrid import dynamics
+
+    if args.predictors is not None:
+        predictors = [p.strip() for p in args.predictors.split(",")]
+        unknown = [p for p in predictors if p not in dynamics.AVAILABLE]
+        if unknown or not all(predictors):
+            parser.error(
+                f"unknown predictor type; expected a comma-separated list of "
+                f"{list(dynamics.AVAILABLE)}. "
+                f"Received: --predictors={args.predictors!r}"
+            )
+    elif args.quick:
+        predictors = [config.predictor.type]
+    else:
+        predictors = list(dynamics.AVAILABLE)
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         parser.error(
             "--out must be a directory. "
@@ -120,6 +141,7 @@ def resolve_bench_args(parser, args):
         "quick": bool(args.quick),
         "out_dir": args.out,
         "backend": backend,
+        "predictors": predictors,
     }
 
 

@@ -73,7 +73,9 @@ class PhaseControl:
                 self.config.min_predict_steps,
                 int(round(arm * controller.horizon_scale)),
             )
-            self.pending = (arm, [float(v) for v in context])
+            self.pending = (
+                arm, None if context is None else [float(v) for v in context]
+            )
         self._confidence = float(confidence)
         return length
 
@@ -99,7 +101,9 @@ class PhaseControl:
                 reward = phase_reward(saved, ratio - 1.0)
             else:
                 reward = -REJECTION_PENALTY
-            self.bandit.update(arm, reward, np.asarray(context))
+            self.bandit.update(
+                arm, reward, None if context is None else np.asarray(context)
+            )
         self.history.append((self._confidence, bool(accepted), ratio))
         self.history = self.history[-HISTORY:]
         if c.target_quality is not None:

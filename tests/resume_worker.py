@@ -1,6 +1,6 @@
 """Worker process of the resume tests (run as a script).
 
-Usage: python tests/resume_worker.py MODE PREDICT_MODE DIR
+Usage: python tests/resume_worker.py MODE PREDICT_MODE DIR [PREDICTOR]
 
 MODE: `full` (uninterrupted), `kill` (periodic checkpoints, SIGKILL at step
 37), `kill_predict` (checkpoint in the middle of a PREDICT phase, then
@@ -50,7 +50,7 @@ class Killer(keras.callbacks.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def main(mode, predict_mode, directory):
+def main(mode, predict_mode, directory, predictor="drift"):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(1024, 20)).astype("float32")
     w = rng.normal(size=(20, 10)).astype("float32")
@@ -59,6 +59,7 @@ def main(mode, predict_mode, directory):
     config = eager_config(
         predict_mode=predict_mode,
         divergence_threshold=50.0,
+        predictor={"type": predictor},
         checkpoint={
             "directory": os.path.join(directory, "ckpts") if periodic
             else None,
@@ -87,4 +88,4 @@ def main(mode, predict_mode, directory):
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

@@ -139,16 +139,20 @@ def run_worker(*args):
 
 
 @pytest.mark.parametrize(
-    "predict_mode, kill, resume",
-    [("jump", "kill", "resume"), ("per_step", "kill_predict", "resume_predict")],
+    "predict_mode, kill, resume, predictor",
+    [("jump", "kill", "resume", "drift"),
+     ("per_step", "kill_predict", "resume_predict", "drift"),
+     ("jump", "kill_predict", "resume_predict", "linear"),
+     ("per_step", "kill", "resume", "mlp")],
 )
-def test_resume_after_sigkill_is_bit_exact(tmp_path, predict_mode, kill, resume):
-    full = run_worker("full", predict_mode, tmp_path)
+def test_resume_after_sigkill_is_bit_exact(tmp_path, predict_mode, kill, resume,
+                                           predictor):
+    full = run_worker("full", predict_mode, tmp_path, predictor)
     assert full.returncode == 0, full.stderr[-3000:]
-    killed = run_worker(kill, predict_mode, tmp_path)
+    killed = run_worker(kill, predict_mode, tmp_path, predictor)
     assert killed.returncode == -9, killed.stderr[-3000:]
     assert not os.path.exists(tmp_path / f"{kill}.npz")
-    resumed = run_worker(resume, predict_mode, tmp_path)
+    resumed = run_worker(resume, predict_mode, tmp_path, predictor)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a = np.load(tmp_path / "full.npz")
     b = np.load(tmp_path / f"{resume}.npz")

@@ -319,7 +319,13 @@ def run_arm(spec):
         "clock": clock.clock,
         "peak_memory_mb": peak_memory_mb(),
         "backend": keras.backend.backend(),
+        "final_test_loss": None,
     }
+    if getattr(task, "x_test", None) is not None:
+        # Held out: no setting of the project was chosen by this figure.
+        result["final_test_loss"] = Validator(
+            task.x_test, task.y_test, max(int(task.batch_size), EVAL_BATCH_SIZE)
+        )(model)[0]
     if kind == "hybrid":
         report = hybrid.report()
         summary = report["training_summary"]

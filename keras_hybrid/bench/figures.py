@@ -19,6 +19,7 @@ ARM_FIGURES = (
     "forward_passes",
     "final_val_loss",
     "best_val_loss",
+    "final_test_loss",
     "final_val_acc",
     "best_val_acc",
     "time_to_target_s",
@@ -34,6 +35,7 @@ RATIO_FIGURES = (
     "backward_passes",
     "final_val_loss",
     "best_val_loss",
+    "final_test_loss",
     "time_to_target_s",
 )
 
@@ -169,6 +171,7 @@ def arm_figures(result, target):
         "forward_passes": result["forward_passes"],
         "final_val_loss": last.get("val_loss"),
         "best_val_loss": _extreme([e["val_loss"] for e in evals], min),
+        "final_test_loss": result.get("final_test_loss"),
         "final_val_acc": last.get("val_acc"),
         "best_val_acc": _extreme([e["val_acc"] for e in evals], max),
         "time_to_target_s": time_to_target(eval_points(result), target),

@@ -8,6 +8,7 @@ COLUMNS = (
     ("forward_passes", "forward", ".0f"),
     ("final_val_loss", "final val loss", ".4f"),
     ("best_val_loss", "best val loss", ".4f"),
+    ("final_test_loss", "final test loss", ".4f"),
     ("final_val_acc", "final val acc", ".4f"),
     ("time_to_target_s", "time-to-target s", ".1f"),
     ("peak_memory_mb", "peak MB", ".0f"),
@@ -17,6 +18,7 @@ RATIO_COLUMNS = (
     ("backward_passes", "backward", ".3f"),
     ("final_val_loss", "final val loss", ".3f"),
     ("best_val_loss", "best val loss", ".3f"),
+    ("final_test_loss", "final test loss", ".3f"),
     ("time_to_target_s", "time-to-target", ".3f"),
 )
 CHECK_LABELS = {

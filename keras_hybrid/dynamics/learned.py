@@ -54,6 +54,14 @@ SCALE_RANGE = (0.05, 20.0)
 _LOSS_RATE_UNIT = 100.0
 
 
+def _optimizer_values(network):
+    """The network's optimizer variables (built, so the count is fixed)."""
+    optimizer = network.optimizer
+    if not optimizer.built:
+        optimizer.build(network.trainable_variables)
+    return [np.asarray(ops.convert_to_numpy(v)) for v in optimizer.variables]
+
+
 def _flatten(tensors):
     return np.concatenate(
         [np.asarray(ops.convert_to_numpy(t), np.float64).ravel()
@@ -446,6 +454,10 @@ class LearnedPredictor(Predictor):
             ],
             "train_losses": list(self.train_losses),
             "ensemble_calls": self.ensemble._train_calls,
+            "member_rngs": [
+                m._rng.bit_generator.state for m in self.ensemble.members
+                if self.kind == "rssm"
+            ],
         }
 
     def set_state(self, state):
@@ -477,6 +489,7 @@ class LearnedPredictor(Predictor):
         )
         self.train_losses = list(state["train_losses"])
         self.ensemble._train_calls = state["ensemble_calls"]
+        self._member_rng_states = state["member_rngs"]
         self._prediction = None
 
     def get_arrays(self):
@@ -492,6 +505,7 @@ class LearnedPredictor(Predictor):
         arrays.append(np.zeros(0) if delta is None else delta)
         for member in self.ensemble.members:
             arrays.extend(member.get_weights())
+            arrays.extend(_optimizer_values(member))
         return arrays
 
     def set_arrays(self, arrays):
@@ -516,6 +530,17 @@ class LearnedPredictor(Predictor):
             count = len(member.get_weights())
             member.set_weights(arrays[:count])
             arrays = arrays[count:]
+            optimizer = member.optimizer
+            if not optimizer.built:
+                optimizer.build(member.trainable_variables)
+            count = len(optimizer.variables)
+            for variable, value in zip(optimizer.variables, arrays[:count]):
+                variable.assign(value)
+            arrays = arrays[count:]
+        if self.kind == "rssm":
+            for member, state in zip(self.ensemble.members,
+                                     self._member_rng_states):
+                member._rng.bit_generator.state = state
 
     def memory_mb(self):
         networks = sum(
