@@ -105,7 +105,9 @@ class PredictorConfig:
         calibration: online calibration of the confidence:
             `"temperature"` or `"binning"`.
         jump_scales: candidate multiples of the phase length tried by the
-            forward line search before a jump is accepted (largest first).
+            forward line search before a jump is accepted. `0.0` is the
+            denoised current point (the phase's averaged weights moved to the
+            current step along the predicted change), without extrapolation.
     """
 
     type: str = "drift"
@@ -122,7 +124,7 @@ class PredictorConfig:
     ensemble_size: int = 3
     confidence_scale: float = 0.25
     calibration: str = "temperature"
-    jump_scales: tuple = (1.0, 0.5, 0.25)
+    jump_scales: tuple = (1.0, 0.5, 0.25, 0.0)
 
     def __post_init__(self):
         self.hidden_dims = tuple(self.hidden_dims)
@@ -162,7 +164,7 @@ class PredictorConfig:
                 f"Received: jump_scales={self.jump_scales!r}"
             )
         for scale in self.jump_scales:
-            _check_number(o, "jump_scales", scale, 0.0, 10.0, low_open=True)
+            _check_number(o, "jump_scales", scale, 0.0, 10.0)
 
 
 @dataclasses.dataclass

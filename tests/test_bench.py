@@ -244,6 +244,7 @@ def test_run_benchmark_schema(tmp_path):
     result = run_benchmark(
         [TinyTask(n=64, epochs=3)], seeds=1, config=TINY_CONFIG,
         out_dir=str(out), progress=False, profile_calls=3,
+        predictors=["drift"],
     )
     data = _strict_json(out / "bench.json")
     assert data == json.loads(json.dumps(result))
@@ -259,15 +260,15 @@ def test_run_benchmark_schema(tmp_path):
     task = data["tasks"]["tiny"]
     for key in ("settings", "per_seed", "aggregate", "ratios", "overhead"):
         assert key in task, key
-    names = ["baseline", "hybrid-linear", "equal-budget-linear"]
+    names = ["baseline", "hybrid-drift", "equal-budget-drift"]
     seed = task["per_seed"][0]
     assert list(seed["arms"]) == names
     for name in names:
         assert set(figures.ARM_FIGURES) <= set(seed["arms"][name]["figures"])
         assert set(figures.ARM_FIGURES) <= set(task["aggregate"][name])
         assert seed["arms"][name]["evals"][0]["step"] == 0
-    hybrid = seed["arms"]["hybrid-linear"]
-    budget = seed["arms"]["equal-budget-linear"]
+    hybrid = seed["arms"]["hybrid-drift"]
+    budget = seed["arms"]["equal-budget-drift"]
     assert budget["budget"] == hybrid["figures"]["backward_passes"]
     assert budget["optimizer_iterations"] == budget["budget"]
     assert budget["figures"]["backward_passes"] == budget["budget"]
@@ -277,8 +278,8 @@ def test_run_benchmark_schema(tmp_path):
     assert any(p["phase"] == "PREDICT" for p in hybrid["phases"])
     assert {"start_s", "end_s"} <= set(hybrid["phases"][0])
     assert "training_summary" in hybrid["report"]
-    assert "hybrid-linear/baseline" in task["ratios"]
-    assert "hybrid-linear/equal-budget-linear" in task["ratios"]
+    assert "hybrid-drift/baseline" in task["ratios"]
+    assert "hybrid-drift/equal-budget-drift" in task["ratios"]
     assert {"plain_ms", "full_ms", "predict_ms", "skip_ms", "checks",
             "step_split"} <= set(task["overhead"])
     assert task["plot"] == "tiny.png"
@@ -345,7 +346,11 @@ def test_cli_defaults():
          "--out", "x", "--backend", "tensorflow"]))
     assert custom == {"tasks": "mnist1d-mlp", "seeds": 2,
                       "config": "aggressive", "quick": True, "out_dir": "x",
-                      "backend": "tensorflow"}
+                      "backend": "tensorflow", "predictors": ["drift"]}
+    assert full["predictors"] == ["drift", "linear", "mlp", "rssm"]
+    chosen = cli.resolve_bench_args(parser, parser.parse_args(
+        ["bench", "--predictors", "mlp, rssm"]))
+    assert chosen["predictors"] == ["mlp", "rssm"]
 
 
 def test_same_seed_same_run():
