@@ -53,7 +53,8 @@ class VariableSnapshots:
 
 def _cosine_parts(a, b):
     parts = [
-        ops.stack([ops.sum(x * y), ops.sum(x * x), ops.sum(y * y)])
+        ops.stack([ops.sum(ops.multiply(x, y)), ops.sum(ops.square(x)),
+                   ops.sum(ops.square(y))])
         for x, y in zip(a, b)
     ]
     return ops.sum(ops.stack(parts), axis=0)
