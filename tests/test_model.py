@@ -297,8 +297,8 @@ def test_callback_errors_before_training(classification_data):
     with pytest.raises(ValueError, match="needs a HybridModel"):
         plain.fit(x, y, epochs=1, verbose=0,
                   callbacks=[kh.HybridPredictCallback()])
-    with pytest.raises(NotImplementedError, match="predictor.type='rssm'"):
-        kh.HybridPredictCallback({"predictor": {"type": "rssm"}})
+    with pytest.raises(ValueError, match="`predictor.type` must be one of"):
+        kh.HybridPredictCallback({"predictor": {"type": "gru"}})
     with pytest.raises(ValueError, match="Unknown config field"):
         kh.HybridPredictCallback({"warmpu_steps": 1})
     with pytest.raises(RuntimeError, match="No report yet"):
@@ -321,7 +321,10 @@ def test_report_is_strict_json_and_callback_is_reusable(classification_data, tmp
                            "divergence_events", "predictor_overhead"}
     assert report["training_summary"]["wall_clock_speedup"] is None
     assert set(report["phase_statistics"]["prediction_accuracy"]) == {
-        "loss_mae", "loss_correlation", "weight_cosine_similarity"}
+        "checked_predictions", "weight_cosine_similarity",
+        "weight_relative_error", "improving_share", "loss_mae",
+        "loss_correlation", "calibration_error", "applied_loss_mae",
+        "applied_loss_correlation", "drift_consistency"}
     assert set(report["predictor_overhead"]) == {
         "encode_ms", "predict_ms", "update_ms", "memory_used_mb",
         "pct_of_step_time"}
