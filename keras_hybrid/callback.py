@@ -5,6 +5,7 @@ import time
 import keras
 import numpy as np
 
+from keras_hybrid import backends
 from keras_hybrid import checkpoint
 from keras_hybrid.config import HybridConfig
 from keras_hybrid.report import build_report
@@ -37,7 +38,7 @@ class HybridPredictCallback(keras.callbacks.Callback):
         super().__init__()
         self.config = None if config is None else HybridConfig.resolve(config)
         if self.config is not None:
-            _check_supported(self.config)
+            backends.get()  # an unsupported backend fails here
         self.runner = None
         self._resume_metrics = None
         self._next_save = None
@@ -54,7 +55,7 @@ class HybridPredictCallback(keras.callbacks.Callback):
                 f"wrapper. Received: model of type {type(model).__name__}"
             )
         config = self.config or model.hybrid_config or HybridConfig()
-        _check_supported(config)
+        backends.get()
         self.runner = HybridRunner(model, config)
         params = self.params or {}
         self.runner.steps_per_epoch = params.get("steps")
@@ -153,16 +154,3 @@ class HybridPredictCallback(keras.callbacks.Callback):
     def save_report(self, path):
         """Writes `report()` as JSON to `path`; returns the path."""
         return save_report(self.report(), path)
-
-
-def _check_supported(config):
-    from keras_hybrid import backends
-    from keras_hybrid import dynamics
-
-    backends.get()
-    if config.predictor.type not in dynamics.AVAILABLE:
-        raise NotImplementedError(
-            f"predictor.type={config.predictor.type!r} is not available in "
-            f"this version of keras_hybrid; available: {dynamics.AVAILABLE}. "
-            f"Received: predictor.type={config.predictor.type!r}"
-        )

@@ -47,12 +47,12 @@ class PhaseControl:
         self.threshold = float(config.confidence_threshold)
         self.history = []
         self.pending = None
+        self._confidence = 0.0
         self.interval = None
         base = config.correction_interval
         if base and config.adaptive_correction:
             self.interval = AdaptiveInterval(
-                initial=base, minimum=max(2, base // 4),
-                maximum=max(4 * base, max(2, base // 4)),
+                initial=base, minimum=max(2, base // 4), maximum=4 * base,
             )
 
     # ------------------------------------------------------------ lengths
@@ -78,8 +78,6 @@ class PhaseControl:
             )
         self._confidence = float(confidence)
         return length
-
-    _confidence = 0.0
 
     def outcome(self, accepted, length, loss_ratio=None):
         """Rewards the last choice and re-tunes the threshold.

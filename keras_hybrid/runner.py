@@ -17,6 +17,7 @@ from keras_hybrid import backends
 from keras_hybrid import dynamics
 from keras_hybrid import divergence
 from keras_hybrid.backends import common
+from keras_hybrid.dynamics.features import tail_mean
 from keras_hybrid.control import PhaseControl
 from keras_hybrid.phases import Phase
 from keras_hybrid.phases import PhaseController
@@ -356,9 +357,7 @@ class HybridRunner(RecoveryMixin):
                     distance,
                 )
                 if cos is not None:
-                    losses = [l for _, l in self._phase_losses]
-                    quarter = max(len(losses) // 4, 1)
-                    actual = float(np.mean(losses[-quarter:]))
+                    actual = tail_mean([l for _, l in self._phase_losses])
                     success = error < 1.0
                     self.stats.shadow_check(
                         cos, error, pending["loss"], actual,
@@ -504,12 +503,8 @@ class HybridRunner(RecoveryMixin):
 
     def _loss_slope(self):
         """Log-loss change per 100 steps over the recent FULL steps."""
-        recent = self.state.recent_full_losses(2 * self.config.full_steps)
-        if len(recent) < 4:
-            return 0.0
-        steps, losses = map(np.asarray, zip(*recent))
-        logs = np.log(np.maximum(losses, 1e-12))
-        return float(100.0 * np.polyfit(steps - steps[-1], logs, 1)[0])
+        trend = self.state.log_loss_trend(2 * self.config.full_steps)
+        return 0.0 if trend is None else float(100.0 * trend[0])
 
     # ============================================================ logs
     def _decorate(self, logs, phase):

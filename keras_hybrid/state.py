@@ -65,13 +65,30 @@ class TrainingState:
         full = [(s, l) for s, l, b in self.losses if b and math.isfinite(l)]
         return full[-count:]
 
+    def log_loss_trend(self, count, minimum=4):
+        """Least-squares line through the log of the last `count` FULL
+        losses, against the step relative to the newest one.
+
+        Returns:
+            `(slope, intercept, residual_std, losses)`, or `None` with fewer
+            than `minimum` points.
+        """
+        recent = self.recent_full_losses(count)
+        if len(recent) < minimum:
+            return None
+        steps, losses = map(np.asarray, zip(*recent))
+        t = steps - steps[-1]
+        logs = np.log(np.maximum(losses, 1e-12))
+        slope, intercept = np.polyfit(t, logs, 1)
+        resid = np.std(logs - (intercept + slope * t))
+        return slope, intercept, resid, losses
+
     def features(self):
         """A small feature vector: loss level, trend, noise, grad norm."""
-        recent = self.recent_full_losses(64)
-        if len(recent) < 2:
+        trend = self.log_loss_trend(64, minimum=2)
+        if trend is None:
             return np.zeros(4, dtype="float32")
-        steps, losses = map(np.asarray, zip(*recent))
-        slope = np.polyfit(steps - steps[-1], np.log(np.maximum(losses, 1e-12)), 1)[0]
+        slope, _, _, losses = trend
         return np.asarray(
             [
                 np.log(max(losses[-1], 1e-12)),

@@ -1,10 +1,9 @@
 """Dynamics models: predict what a PREDICT phase would have done."""
 
+from keras_hybrid.config import PREDICTOR_TYPES as AVAILABLE
 from keras_hybrid.dynamics.base import PhaseOutcome
 from keras_hybrid.dynamics.base import Predictor
 from keras_hybrid.dynamics.drift import DriftPredictor
-
-AVAILABLE = ("drift", "linear", "mlp", "rssm")
 
 
 def get(config, trajectory):

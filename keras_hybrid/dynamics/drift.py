@@ -9,8 +9,6 @@ times the agreement of the last two drift directions.
 
 import math
 
-import numpy as np
-
 from keras_hybrid.serialization import object_state
 from keras_hybrid.serialization import set_object_state
 
@@ -38,14 +36,10 @@ class DriftPredictor(Predictor):
 
     # -------------------------------------------------------------- loss
     def _forecast(self, state, steps_ahead):
-        recent = state.recent_full_losses(2 * self.config.full_steps)
-        if len(recent) < 4:
+        trend = state.log_loss_trend(2 * self.config.full_steps)
+        if trend is None:
             return None, (None, None)
-        steps, losses = map(np.asarray, zip(*recent))
-        t = steps - steps[-1]
-        logs = np.log(np.maximum(losses, 1e-12))
-        slope, intercept = np.polyfit(t, logs, 1)
-        resid = np.std(logs - (intercept + slope * t))
+        slope, intercept, resid, _ = trend
         centre = intercept + slope * steps_ahead + self.log_loss_bias
         return (
             float(math.exp(centre)),

@@ -70,6 +70,12 @@ def loss_keypoints(losses, num_keypoints):
     return np.asarray(points, np.float64)
 
 
+def tail_mean(losses):
+    """Mean of the last quarter (at least one) of a phase's losses."""
+    quarter = max(len(losses) // 4, 1)
+    return float(np.mean(losses[-quarter:]))
+
+
 def phase_features(losses, grad_norms, step, consistency, delta_norm,
                    group_share):
     """The basis-independent features of a FULL phase.

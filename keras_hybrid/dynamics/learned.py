@@ -134,6 +134,9 @@ class LearnedPredictor(Predictor):
         self._prediction = None
         self.raw_confidence = 0.0
         self.train_losses = []
+        # The prediction being checked against the next FULL phase.
+        self._shadow_raw = 0.0
+        self._shadow_sample = None
 
     # ------------------------------------------------------------ setup
     def _snapshot_budget(self, budget_mb):
@@ -188,10 +191,9 @@ class LearnedPredictor(Predictor):
         approx = feat.group_norms(decoded, self.slices)
         scales = np.clip(actual / np.maximum(approx, 1e-30), *SCALE_RANGE)
         keypoints = feat.loss_keypoints(losses, NUM_KEYPOINTS)
-        quarter = max(len(losses) // 4, 1)
         rate = (
-            np.log(np.mean(losses[-quarter:]))
-            - np.log(np.mean(prev_losses[-quarter:]))
+            math.log(feat.tail_mean(losses))
+            - math.log(feat.tail_mean(prev_losses))
         ) / distance
         loss = np.concatenate([keypoints[:-1], [_LOSS_RATE_UNIT * rate]])
         return {
@@ -338,6 +340,10 @@ class LearnedPredictor(Predictor):
         return self._prediction
 
     def _per_step_delta(self, prediction):
+        """The predicted per-step change as tensors (decoded once per
+        prediction)."""
+        if "per_step" in prediction:
+            return prediction["per_step"]
         flat = self.basis.decode(prediction["coeffs"]) * self._last[
             "delta_norm"
         ]
@@ -348,14 +354,14 @@ class LearnedPredictor(Predictor):
             out.append(ops.convert_to_tensor(
                 flat[offset:offset + size].reshape(shape), dtype=dtype))
             offset += size
+        prediction["per_step"] = out
         return out
 
     def predict_phase_outcome(self, state, phase_length):
         prediction = self._predict()
         per_step = self._per_step_delta(prediction)
         tr = self.trajectory
-        quarter = max(len(self._last["losses"]) // 4, 1)
-        level = math.log(np.mean(self._last["losses"][-quarter:]))
+        level = math.log(feat.tail_mean(self._last["losses"]))
         ahead = phase_length + tr.lag
         centre = level + prediction["rate"] * ahead
         spread = 2.0 * prediction["rate_std"] * ahead
@@ -406,9 +412,6 @@ class LearnedPredictor(Predictor):
             prediction["x"],
             prediction["coeffs"],
         )
-
-    _shadow_raw = 0.0
-    _shadow_sample = None
 
     def calibration_error(self):
         """Expected calibration error of the calibrated confidences."""
