@@ -32,9 +32,11 @@ def build_parser():
     bench = commands.add_parser(
         "bench",
         help="run the side-by-side benchmark (baseline, hybrid, "
-        "equal-budget)",
+        "equal-budget, truncated)",
         description="Runs baseline, hybrid and equal-budget arms side by "
-        "side, prints a table and writes bench.json and one PNG per task.",
+        "side (and reads the baseline at each hybrid's backward count: the "
+        "truncated reference), prints a table and writes bench.json and one "
+        "PNG per task.",
     )
     bench.add_argument(
         "--task", default=None,

@@ -221,6 +221,68 @@ def test_equal_budget_runs_exactly_the_budget():
     assert len(result["clock"]) == 7
 
 
+def test_baseline_probe_is_the_shorter_run():
+    # The truncated reference rests on this: the baseline probed at step B
+    # is the run that stopped at B, and probing leaves its curve unchanged.
+    task = TinyTask(n=48, batch_size=16, epochs=3)  # 3 steps per epoch
+    spec = {"task": task, "arm": "baseline", "seed": 0, "eval_every": 2,
+            "progress": False}
+    probed = arms.run_arm({**spec, "probe_steps": [3, 5]})
+    plain = arms.run_arm(spec)
+    short = arms.run_arm({**spec, "epochs": 1})
+    assert [p["step"] for p in probed["probes"]] == [3, 5]
+    assert [(e["step"], e["val_loss"]) for e in probed["evals"]] == [
+        (e["step"], pytest.approx(e["val_loss"], rel=1e-6))
+        for e in plain["evals"]
+    ]
+    assert plain["probes"] == []
+    first = probed["probes"][0]
+    assert first["val_loss"] == pytest.approx(
+        short["evals"][-1]["val_loss"], rel=1e-6
+    )
+    assert first["test_loss"] == pytest.approx(
+        short["final_test_loss"], rel=1e-6
+    )
+
+
+def test_probe_steps_rejected_outside_baseline():
+    with pytest.raises(ValueError, match="probe_steps"):
+        arms.run_arm({"task": TinyTask(), "arm": "equal-budget", "seed": 0,
+                      "budget": 2, "eval_every": 1, "progress": False,
+                      "probe_steps": [1]})
+    with pytest.raises(ValueError, match="probe_steps"):
+        arms.EvalClock(arms.Validator(np.zeros((2, 8)), np.zeros(2), 2), 1,
+                       1, probe_steps=[0])
+
+
+def test_truncated_figures_read_the_baseline_at_the_budget():
+    baseline = {
+        "evals": [
+            {"step": 0, "time_s": 0.0, "val_loss": 3.0, "val_acc": 0.1},
+            {"step": 4, "time_s": 4.0, "val_loss": 1.0, "val_acc": 0.6},
+            {"step": 8, "time_s": 8.0, "val_loss": 0.5, "val_acc": 0.9},
+        ],
+        "probes": [{"step": 6, "time_s": 6.0, "val_loss": 0.8,
+                    "val_acc": 0.7, "test_loss": 0.85}],
+        "clock": [float(i + 1) for i in range(8)],
+        "steps": 8,
+        "peak_memory_mb": 100.0,
+        "final_test_loss": 0.55,
+    }
+    out = figures.truncated_figures(baseline, 6, target=0.9)
+    assert set(figures.ARM_FIGURES) <= set(out)
+    assert out["final_val_loss"] == 0.8 and out["final_test_loss"] == 0.85
+    assert out["backward_passes"] == out["steps"] == 6
+    assert out["wall_clock_s"] == 6.0
+    assert out["best_val_loss"] == 0.8  # the step-8 eval is after B
+    assert out["best_val_acc"] == 0.7
+    assert out["time_to_target_s"] == 6.0
+    full = figures.truncated_figures(baseline, 8, target=0.9)
+    assert full["final_val_loss"] == 0.5 and full["final_test_loss"] == 0.55
+    with pytest.raises(ValueError, match="probe"):
+        figures.truncated_figures(baseline, 5, target=0.9)
+
+
 def test_equal_budget_rejects_bad_budget():
     with pytest.raises(ValueError, match="budget"):
         arms.run_arm({"task": TinyTask(), "arm": "equal-budget", "seed": 0,
@@ -260,13 +322,15 @@ def test_run_benchmark_schema(tmp_path):
     task = data["tasks"]["tiny"]
     for key in ("settings", "per_seed", "aggregate", "ratios", "overhead"):
         assert key in task, key
-    names = ["baseline", "hybrid-drift", "equal-budget-drift"]
+    names = ["baseline", "hybrid-drift", "equal-budget-drift",
+             "truncated-drift"]
     seed = task["per_seed"][0]
     assert list(seed["arms"]) == names
     for name in names:
         assert set(figures.ARM_FIGURES) <= set(seed["arms"][name]["figures"])
         assert set(figures.ARM_FIGURES) <= set(task["aggregate"][name])
-        assert seed["arms"][name]["evals"][0]["step"] == 0
+        if name != "truncated-drift":
+            assert seed["arms"][name]["evals"][0]["step"] == 0
     hybrid = seed["arms"]["hybrid-drift"]
     budget = seed["arms"]["equal-budget-drift"]
     assert budget["budget"] == hybrid["figures"]["backward_passes"]
@@ -280,6 +344,10 @@ def test_run_benchmark_schema(tmp_path):
     assert "training_summary" in hybrid["report"]
     assert "hybrid-drift/baseline" in task["ratios"]
     assert "hybrid-drift/equal-budget-drift" in task["ratios"]
+    truncated = seed["arms"]["truncated-drift"]
+    assert truncated["budget"] == hybrid["figures"]["backward_passes"]
+    assert truncated["figures"]["backward_passes"] == truncated["budget"]
+    assert "hybrid-drift/truncated-drift" in task["ratios"]
     assert {"plain_ms", "full_ms", "predict_ms", "skip_ms", "checks",
             "step_split"} <= set(task["overhead"])
     assert task["plot"] == "tiny.png"

@@ -14,6 +14,9 @@ An arm spec is a dict:
 - `seed`: the random seed.
 - `epochs`: epochs to train (`"baseline"`, `"hybrid"`).
 - `budget`: exact number of optimizer steps (`"equal-budget"`).
+- `probe_steps`: steps at which the `"baseline"` arm is also validated (and
+  tested) without touching its curve: the baseline read at a hybrid arm's
+  backward count is the "truncated" reference (its schedule not shortened).
 - `eval_every`: validation every this many steps (and at the end).
 - `config`: the `HybridConfig` dict (`"hybrid"`; also used by
   `keras_hybrid.bench.profile.profile_task`).
@@ -140,14 +143,24 @@ class EvalClock(keras.callbacks.Callback):
     (`evals`: dicts `step, time_s, val_loss, val_acc`). The clock is paused
     while validating, so `wall_clock_s` is training time only.
 
+    At each of `probe_steps` it also records a probe (`probes`: dicts `step,
+    time_s, val_loss, val_acc, test_loss`), kept apart from `evals` so the
+    curve and its figures are the same with or without probes. Validation
+    runs in inference mode and draws no random numbers, so probing does not
+    change the training run.
+
     Args:
         validator: a `Validator`.
         eval_every: validation interval in steps.
         epochs: epochs of the fit (for the progress line).
         label: progress prefix; `None` prints nothing.
+        probe_steps: steps to probe (positive integers).
+        test_validator: a `Validator` on held-out test data for the probes,
+            or `None`.
     """
 
-    def __init__(self, validator, eval_every, epochs, label=None):
+    def __init__(self, validator, eval_every, epochs, label=None,
+                 probe_steps=(), test_validator=None):
         super().__init__()
         if isinstance(eval_every, bool) or not isinstance(eval_every, int) or (
             eval_every < 1
@@ -158,6 +171,9 @@ class EvalClock(keras.callbacks.Callback):
             )
         self.validator = validator
         self.eval_every = eval_every
+        self.probe_steps = _check_probe_steps(probe_steps)
+        self.test_validator = test_validator
+        self.probes = []
         self.epochs = epochs
         self.label = label
         self.clock = []
@@ -173,6 +189,7 @@ class EvalClock(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.clock, self.evals, self.step = [], [], 0
+        self.probes = []
         self._paused = 0.0
         self._start = time.perf_counter()
         self._evaluate()
@@ -182,6 +199,8 @@ class EvalClock(keras.callbacks.Callback):
         self.clock.append(self.elapsed())
         if self.step % self.eval_every == 0:
             self._evaluate()
+        if self.step in self.probe_steps:
+            self._probe()
 
     def on_epoch_end(self, epoch, logs=None):
         last_epoch = epoch + 1 >= self.epochs or self.model.stop_training
@@ -216,6 +235,32 @@ class EvalClock(keras.callbacks.Callback):
             "val_acc": accuracy,
         })
         self._paused += time.perf_counter() - begin
+
+    def _probe(self):
+        begin = time.perf_counter()
+        loss, accuracy = self.validator(self.model)
+        test = (
+            None if self.test_validator is None
+            else self.test_validator(self.model)[0]
+        )
+        self.probes.append({
+            "step": self.step, "time_s": self.clock[-1], "val_loss": loss,
+            "val_acc": accuracy, "test_loss": test,
+        })
+        self._paused += time.perf_counter() - begin
+
+
+def _check_probe_steps(steps):
+    steps = list(steps or ())
+    if any(
+        isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1
+        for s in steps
+    ):
+        raise ValueError(
+            "`probe_steps` must be positive integers. "
+            f"Received: probe_steps={steps!r}"
+        )
+    return frozenset(int(s) for s in steps)
 
 
 class StopAfterSteps(keras.callbacks.Callback):
@@ -259,7 +304,8 @@ def run_arm(spec):
     Returns:
         A dict: `arm`, `kind`, `seed`, `steps`, `optimizer_iterations`,
         `wall_clock_s`, `backward_passes`, `forward_passes`, `evals`,
-        `clock`, `peak_memory_mb`, `backend`, and for the hybrid arm `report`
+        `clock`, `peak_memory_mb`, `backend`, `final_test_loss`, `probes`
+        (see `EvalClock`), and for the hybrid arm `report`
         (its training report), for the equal-budget arm `budget`.
     """
     kind = spec["arm"]
@@ -292,12 +338,21 @@ def run_arm(spec):
         epochs = math.ceil(budget / task.steps_per_epoch)
         callbacks.append(StopAfterSteps(budget))
     compile_model(model, task, learning_rate)
-    validator = Validator(
-        task.x_val, task.y_val, max(int(task.batch_size), EVAL_BATCH_SIZE)
-    )
+    eval_batch = max(int(task.batch_size), EVAL_BATCH_SIZE)
+    validator = Validator(task.x_val, task.y_val, eval_batch)
+    tester = None
+    if getattr(task, "x_test", None) is not None:
+        tester = Validator(task.x_test, task.y_test, eval_batch)
+    probe_steps = spec.get("probe_steps") or ()
+    if probe_steps and kind != "baseline":
+        raise ValueError(
+            "`probe_steps` applies to the baseline arm only. "
+            f"Received: arm={kind!r}, probe_steps={probe_steps!r}"
+        )
     clock = EvalClock(
         validator, int(spec["eval_every"]), epochs,
         label=spec.get("label") if spec.get("progress", True) else None,
+        probe_steps=probe_steps, test_validator=tester,
     )
     callbacks.append(clock)
     keras.utils.set_random_seed(seed)
@@ -320,12 +375,11 @@ def run_arm(spec):
         "peak_memory_mb": peak_memory_mb(),
         "backend": keras.backend.backend(),
         "final_test_loss": None,
+        "probes": clock.probes,
     }
-    if getattr(task, "x_test", None) is not None:
+    if tester is not None:
         # Held out: no setting of the project was chosen by this figure.
-        result["final_test_loss"] = Validator(
-            task.x_test, task.y_test, max(int(task.batch_size), EVAL_BATCH_SIZE)
-        )(model)[0]
+        result["final_test_loss"] = tester(model)[0]
     if kind == "hybrid":
         report = hybrid.report()
         summary = report["training_summary"]

@@ -182,6 +182,60 @@ def arm_figures(result, target):
     }
 
 
+def truncated_figures(baseline, budget, target):
+    """The figures of the baseline run read at step `budget`.
+
+    This is the "truncated" same-budget reference: what the baseline had
+    reached after as many backward passes as a hybrid arm ran, on the
+    baseline's own (unshortened) schedule.
+
+    Args:
+        baseline: the baseline arm's `run_arm` result, with a probe (see
+            `keras_hybrid.bench.arms.EvalClock`) at step `budget`, or with
+            `budget` steps in all (then its final figures are used).
+        budget: the step count.
+        target: the target validation loss or `None`.
+
+    Returns:
+        A dict with every name in `ARM_FIGURES`.
+
+    Raises:
+        ValueError: if the baseline has no measurement at step `budget`.
+    """
+    evals = [e for e in baseline["evals"] if e["step"] <= budget]
+    probe = next(
+        (p for p in baseline.get("probes") or () if p["step"] == budget), None
+    )
+    if probe is None and baseline["steps"] == budget:
+        last = baseline["evals"][-1]
+        probe = {**last, "test_loss": baseline.get("final_test_loss")}
+    if probe is None:
+        raise ValueError(
+            "The baseline has no probe at the hybrid's backward count. "
+            f"Received: budget={budget}, probes="
+            f"{[p['step'] for p in baseline.get('probes') or ()]}"
+        )
+    points = [(e["time_s"], e["val_loss"]) for e in evals]
+    points.append((probe["time_s"], probe["val_loss"]))
+    return {
+        "wall_clock_s": step_time(baseline["clock"], budget),
+        "backward_passes": budget,
+        "forward_passes": budget,
+        "final_val_loss": probe["val_loss"],
+        "best_val_loss": _extreme([v for _, v in points], min),
+        "final_test_loss": probe.get("test_loss"),
+        "final_val_acc": probe.get("val_acc"),
+        "best_val_acc": _extreme(
+            [e["val_acc"] for e in evals] + [probe.get("val_acc")], max
+        ),
+        "time_to_target_s": time_to_target(points, target),
+        "peak_memory_mb": baseline["peak_memory_mb"],
+        "steps": budget,
+        "predictor_overhead_pct": None,
+        "predictor_memory_mb": None,
+    }
+
+
 def pair_ratios(figures, reference):
     """Ratios `figures / reference` for every name in `RATIO_FIGURES`."""
     return {
@@ -193,17 +247,17 @@ def pair_ratios(figures, reference):
 def ratio_pairs(arm_names):
     """The `(arm, reference)` pairs compared in the ratios.
 
-    Each `hybrid-<p>` is compared with `baseline` and with its own
-    `equal-budget-<p>`; each `equal-budget-<p>` with `baseline`.
+    Each `hybrid-<p>` is compared with `baseline`, with its own
+    `equal-budget-<p>` and with its own `truncated-<p>`; each
+    `equal-budget-<p>` with `baseline`.
     """
     pairs = []
     for name in arm_names:
         if name.startswith("hybrid-"):
             predictor = name[len("hybrid-"):]
             pairs.append((name, "baseline"))
-            budget = f"equal-budget-{predictor}"
-            if budget in arm_names:
-                pairs.append((name, budget))
+            for reference in ("equal-budget", "truncated"):
+                pairs.append((name, f"{reference}-{predictor}"))
     for name in arm_names:
         if name.startswith("equal-budget-"):
             pairs.append((name, "baseline"))

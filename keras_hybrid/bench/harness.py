@@ -3,12 +3,18 @@
 For each task and seed it runs, back to back and each in its own fresh
 subprocess (so peak memory is per arm and no arm shares another's caches):
 
-1. `baseline`: plain `keras.Model.fit` for the task's epochs.
-2. `hybrid-<predictor>`: `HybridModel` + `HybridPredictCallback`, one arm per
+1. `hybrid-<predictor>`: `HybridModel` + `HybridPredictCallback`, one arm per
    predictor type.
+2. `baseline`: plain `keras.Model.fit` for the task's epochs, probed (see
+   `arms.EvalClock`) at each hybrid arm's backward count.
 3. `equal-budget-<predictor>`: plain `fit` stopped after exactly as many
    steps as that hybrid arm ran backward passes, with the learning rate
    decayed linearly to zero over that budget.
+
+Besides, `truncated-<predictor>` is the baseline read at that hybrid arm's
+backward count (the baseline's own schedule, stopped early): the second
+same-budget reference, derived from the baseline's probe, not run. A hybrid
+arm only beats training for fewer steps if it beats both references.
 
 All arms of a seed share the seed, the data order, the model, the optimizer
 and the machine. A separate subprocess per task times the compiled step
@@ -173,11 +179,17 @@ def _run_seed(name, common, index, n_seeds, configs, backend, log):
             f"(process {time.perf_counter() - begin:.1f}s)")
         return result
 
-    results = {"baseline": run("baseline", arm="baseline")}
-    for predictor, config in configs.items():
-        results[f"hybrid-{predictor}"] = run(
+    # The hybrids run first: the baseline is probed at their backward counts.
+    hybrids = {
+        f"hybrid-{predictor}": run(
             f"hybrid-{predictor}", arm="hybrid", config=config
         )
+        for predictor, config in configs.items()
+    }
+    probes = sorted({h["backward_passes"] for h in hybrids.values()})
+    results = {"baseline": run("baseline", arm="baseline",
+                               probe_steps=probes)}
+    results.update(hybrids)
     for predictor in configs:
         budget = results[f"hybrid-{predictor}"]["backward_passes"]
         results[f"equal-budget-{predictor}"] = run(
@@ -210,6 +222,18 @@ def _seed_entry(seed, raw):
             )
             arm["report"] = report
         entry_arms[name] = arm
+    for name in list(raw):
+        if name.startswith("hybrid-"):
+            predictor = name[len("hybrid-"):]
+            budget = raw[name]["backward_passes"]
+            entry_arms[f"truncated-{predictor}"] = {
+                "figures": figures.truncated_figures(
+                    raw["baseline"], budget, target
+                ),
+                "derived_from": "baseline",
+                "budget": budget,
+                "evals": [],
+            }
     return {
         "seed": seed,
         "target_val_loss": target,
