@@ -403,7 +403,6 @@ class HybridRunner(RecoveryMixin):
                 self.control.context(self.confidence, self._loss_slope()),
             )
         self._predict_length = int(length)
-        self.interrupt()
         outcome = self.predictor.predict_phase_outcome(self.state, length)
         self.stats.add_overhead("predict", time.perf_counter() - start)
         if not (all_finite(outcome.per_step_delta) and all_finite(outcome.start)):
@@ -414,6 +413,8 @@ class HybridRunner(RecoveryMixin):
             c.record_prediction(False)
             self.control.outcome(False, length)
             return False
+        # Only now do the weights leave the FULL trajectory.
+        self.interrupt()
         c.transition(
             Phase.PREDICT, length, outcome="completed",
             confidence=self.confidence,
