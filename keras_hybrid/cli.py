@@ -3,6 +3,8 @@
 ```
 keras-hybrid bench [--task NAME|all] [--seeds N] [--config PRESET|PATH]
                    [--quick] [--out DIR] [--backend tensorflow|jax|torch]
+                   [--predictors TYPE,...]
+keras-hybrid summary PATH/bench.json
 ```
 
 Also `python -m keras_hybrid.cli bench ...`.
@@ -70,6 +72,16 @@ def build_parser():
         "else tensorflow)",
     )
     bench.set_defaults(command_parser=bench)
+    summary = commands.add_parser(
+        "summary",
+        help="per-predictor table of a bench.json (Markdown)",
+        description="Prints one Markdown row per task and predictor of a "
+        "bench.json (ratios to the baseline, equal-budget and truncated "
+        "references, shadow-check figures) and the tasks where a hybrid arm "
+        "beats each reference beyond the seed spread.",
+    )
+    summary.add_argument("path", help="a bench.json written by bench")
+    summary.set_defaults(command_parser=summary)
     return parser
 
 
@@ -166,6 +178,14 @@ def main(argv=None):
             # traceback.
             print(f"keras-hybrid bench: error: {e}", file=sys.stderr)
             return 1
+    elif args.command == "summary":
+        from keras_hybrid.bench import summary
+
+        try:
+            result = summary.load(args.path)
+        except ValueError as e:
+            args.command_parser.error(str(e))
+        print(summary.markdown_table(result))
     return 0
 
 

@@ -11,6 +11,7 @@ import pytest
 from keras_hybrid import cli
 from keras_hybrid.bench import arms
 from keras_hybrid.bench import figures
+from keras_hybrid.bench import summary
 from keras_hybrid.bench import table
 from keras_hybrid.bench.harness import run_benchmark
 
@@ -352,6 +353,15 @@ def test_run_benchmark_schema(tmp_path):
             "step_split"} <= set(task["overhead"])
     assert task["plot"] == "tiny.png"
     assert os.path.getsize(out / "tiny.png") > 0
+    rows = summary.predictor_rows(data)
+    assert [(r["task"], r["predictor"], r["seeds"]) for r in rows] == [
+        ("tiny", "drift", 1)]
+    assert rows[0]["ratios"]["truncated"]["median"] == pytest.approx(
+        hybrid["figures"]["final_val_loss"]
+        / seed["arms"]["truncated-drift"]["figures"]["final_val_loss"])
+    text = summary.markdown_table(data)
+    assert text.splitlines()[2].startswith("| tiny | drift | 1 |")
+    assert "beats both: " in text
 
 
 def test_run_benchmark_argument_errors(tmp_path):
@@ -366,6 +376,27 @@ def test_run_benchmark_argument_errors(tmp_path):
         run_benchmark([object()], out_dir=str(tmp_path))
     with pytest.raises(ValueError, match="unique"):
         run_benchmark([TinyTask(), TinyTask()], out_dir=str(tmp_path))
+
+
+class TestBeats:
+    def test_below_beyond_the_spread(self):
+        assert summary.beats([0.9, 0.91, 0.92], [1.0, 1.01, 1.0])
+
+    def test_gap_within_the_spread_is_no_win(self):
+        assert not summary.beats([0.9, 0.99, 0.95], [1.0, 1.01, 0.92])
+
+    def test_higher_is_no_win_and_missing_is_none(self):
+        assert not summary.beats([1.1], [1.0])
+        assert summary.beats([None], [1.0]) is None
+
+
+def test_summary_load_rejects_other_files(tmp_path):
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps({"a": 1}))
+    with pytest.raises(ValueError, match="bench.json"):
+        summary.load(str(path))
+    with pytest.raises(ValueError, match="Could not read"):
+        summary.load(str(tmp_path / "missing.json"))
 
 
 # ================================================================== CLI
@@ -385,6 +416,7 @@ def _cli_error(argv, capsys):
         (["bench", "--task", "imagenet"], "unknown task"),
         (["bench", "--config", "/no/such/config.yaml"], "--config"),
         (["bench", "--backend", "mxnet"], "invalid choice"),
+        (["summary", "/no/such/bench.json"], "Could not read"),
     ],
 )
 def test_cli_argument_errors(argv, message, capsys):
