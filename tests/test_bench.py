@@ -228,10 +228,12 @@ def test_baseline_probe_is_the_shorter_run():
     task = TinyTask(n=48, batch_size=16, epochs=3)  # 3 steps per epoch
     spec = {"task": task, "arm": "baseline", "seed": 0, "eval_every": 2,
             "progress": False}
-    probed = arms.run_arm({**spec, "probe_steps": [3, 5]})
+    probed = arms.run_arm({**spec, "probe_steps": [3, 4, 5]})
     plain = arms.run_arm(spec)
     short = arms.run_arm({**spec, "epochs": 1})
-    assert [p["step"] for p in probed["probes"]] == [3, 5]
+    assert [p["step"] for p in probed["probes"]] == [3, 4, 5]
+    at_eval = next(e for e in probed["evals"] if e["step"] == 4)
+    assert probed["probes"][1]["val_loss"] == at_eval["val_loss"]
     assert [(e["step"], e["val_loss"]) for e in probed["evals"]] == [
         (e["step"], pytest.approx(e["val_loss"], rel=1e-6))
         for e in plain["evals"]

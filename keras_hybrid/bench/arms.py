@@ -238,7 +238,12 @@ class EvalClock(keras.callbacks.Callback):
 
     def _probe(self):
         begin = time.perf_counter()
-        loss, accuracy = self.validator(self.model)
+        last = self.evals[-1] if self.evals else None
+        if last is not None and last["step"] == self.step:
+            # Validated at this very step already.
+            loss, accuracy = last["val_loss"], last["val_acc"]
+        else:
+            loss, accuracy = self.validator(self.model)
         test = (
             None if self.test_validator is None
             else self.test_validator(self.model)[0]
@@ -314,6 +319,12 @@ def run_arm(spec):
             f"Unknown arm kind. Expected one of {ARM_KINDS}. "
             f"Received: arm={kind!r}"
         )
+    probe_steps = spec.get("probe_steps") or ()
+    if probe_steps and kind != "baseline":
+        raise ValueError(
+            "`probe_steps` applies to the baseline arm only. "
+            f"Received: arm={kind!r}, probe_steps={probe_steps!r}"
+        )
     task = resolve_task(spec)
     seed = int(spec["seed"])
     keras.utils.set_random_seed(seed)
@@ -343,12 +354,6 @@ def run_arm(spec):
     tester = None
     if getattr(task, "x_test", None) is not None:
         tester = Validator(task.x_test, task.y_test, eval_batch)
-    probe_steps = spec.get("probe_steps") or ()
-    if probe_steps and kind != "baseline":
-        raise ValueError(
-            "`probe_steps` applies to the baseline arm only. "
-            f"Received: arm={kind!r}, probe_steps={probe_steps!r}"
-        )
     clock = EvalClock(
         validator, int(spec["eval_every"]), epochs,
         label=spec.get("label") if spec.get("progress", True) else None,

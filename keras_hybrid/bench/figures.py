@@ -29,6 +29,9 @@ ARM_FIGURES = (
     "predictor_memory_mb",
 )
 
+# The two same-budget references of each hybrid arm (`<reference>-<p>`).
+SAME_BUDGET_REFERENCES = ("equal-budget", "truncated")
+
 # Figures compared pair by pair (arm / reference) in the ratios.
 RATIO_FIGURES = (
     "wall_clock_s",
@@ -256,7 +259,7 @@ def ratio_pairs(arm_names):
         if name.startswith("hybrid-"):
             predictor = name[len("hybrid-"):]
             pairs.append((name, "baseline"))
-            for reference in ("equal-budget", "truncated"):
+            for reference in SAME_BUDGET_REFERENCES:
                 pairs.append((name, f"{reference}-{predictor}"))
     for name in arm_names:
         if name.startswith("equal-budget-"):

@@ -222,7 +222,7 @@ def _seed_entry(seed, raw):
             )
             arm["report"] = report
         entry_arms[name] = arm
-    for name in list(raw):
+    for name in raw:
         if name.startswith("hybrid-"):
             predictor = name[len("hybrid-"):]
             budget = raw[name]["backward_passes"]

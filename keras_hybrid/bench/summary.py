@@ -16,6 +16,7 @@ import json
 
 import numpy as np
 
+from keras_hybrid.bench import figures
 from keras_hybrid.bench import table
 
 # (prediction_accuracy key, column title, format) of the shadow checks.
@@ -135,7 +136,7 @@ def predictor_rows(result):
 
 def _verdict(row):
     marks = []
-    for prefix in ("equal-budget", "truncated"):
+    for prefix in figures.SAME_BUDGET_REFERENCES:
         won = row["beats"].get(prefix)
         marks.append(
             f"{'n/a' if won is None else 'yes' if won else 'no'}"
@@ -190,7 +191,7 @@ def markdown_table(result):
         cells.append(table.fmt(row["overhead_pct"], ".1f") + "%")
         lines.append("| " + " | ".join(cells) + " |")
     tasks = list(result["tasks"])
-    for prefix in ("equal-budget", "truncated"):
+    for prefix in figures.SAME_BUDGET_REFERENCES:
         won = sorted({r["task"] for r in rows if r["beats"].get(prefix)})
         lines.append("")
         lines.append(
@@ -200,7 +201,7 @@ def markdown_table(result):
         )
     both = sorted({
         r["task"] for r in rows
-        if r["beats"].get("equal-budget") and r["beats"].get("truncated")
+        if all(r["beats"].get(p) for p in figures.SAME_BUDGET_REFERENCES)
     })
     lines.append("")
     lines.append(
