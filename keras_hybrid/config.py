@@ -108,6 +108,13 @@ class PredictorConfig:
             forward line search before a jump is accepted. `0.0` is the
             denoised current point (the phase's averaged weights moved to the
             current step along the predicted change), without extrapolation.
+        refit_interval: learned predictors (`linear`, `mlp`, `rssm`) refit
+            their trajectory basis and retrain their ensemble after every
+            `refit_interval`-th FULL phase (1: after every phase). Between
+            refits they still record every phase and predict from it with
+            the networks they have. Refitting is most of their overhead, a
+            fixed cost per phase: raise this where the model's steps are
+            cheap. Ignored by `drift`.
     """
 
     type: str = "drift"
@@ -125,6 +132,7 @@ class PredictorConfig:
     confidence_scale: float = 0.25
     calibration: str = "temperature"
     jump_scales: tuple = (1.0, 0.5, 0.25, 0.0)
+    refit_interval: int = 1
 
     def __post_init__(self):
         self.hidden_dims = tuple(self.hidden_dims)
@@ -153,6 +161,7 @@ class PredictorConfig:
         _check_int(o, "stochastic_dim", self.stochastic_dim, 1, 1024)
         _check_int(o, "num_categoricals", self.num_categoricals, 2, 1024)
         _check_int(o, "ensemble_size", self.ensemble_size, 1, 32)
+        _check_int(o, "refit_interval", self.refit_interval, 1, 10000)
         _check_choice(o, "trajectory_basis", self.trajectory_basis,
                       BASIS_METHODS)
         _check_number(o, "confidence_scale", self.confidence_scale, 0.0,
@@ -556,11 +565,13 @@ _PRESETS = {
         "correction_interval": 10,
         "loss_tolerance": 0.0,
         "divergence": {"loss_sigma": 2.0},
+        "predictor": {"refit_interval": 2},
     },
     "balanced": {
         "max_predict_steps": 75,
         "correction_interval": 15,
         "confidence_threshold": 0.60,
+        "predictor": {"refit_interval": 4},
     },
     "aggressive": {
         "warmup_steps": 50,
@@ -570,5 +581,6 @@ _PRESETS = {
         "correction_interval": 0,
         "loss_tolerance": 0.02,
         "horizon_decay": 1.0,
+        "predictor": {"refit_interval": 8},
     },
 }

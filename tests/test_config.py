@@ -65,6 +65,7 @@ def test_yaml_preset_key_overrides(tmp_path):
         ({"predictor": {"type": "transformer"}}, "`predictor.type` must be one of ['drift', 'linear', 'mlp', 'rssm']"),
         ({"predictor": {"dropout": -0.1}}, "`predictor.dropout` must be >= 0.0"),
         ({"predictor": {"jump_scales": []}}, "`predictor.jump_scales` must not be empty"),
+        ({"predictor": {"refit_interval": 0}}, "`predictor.refit_interval` must be >= 1. Received: refit_interval=0"),
         ({"divergence": {"grad_vanishing_factor": 2.0}}, "`divergence.grad_vanishing_factor` must be <= 1.0"),
         ({"checkpoint": {"keep_last_n": 0}}, "`checkpoint.keep_last_n` must be >= 1"),
         ({"metrics": {"log_to_progbar": "yes"}}, "`metrics.log_to_progbar` must be a boolean"),

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_hybrid.dynamics.networks import BOOTSTRAP_ROWS
 from keras_hybrid.dynamics.networks import Ensemble
 from keras_hybrid.dynamics.networks import LinearDynamics
 from keras_hybrid.dynamics.networks import MLPDynamics
@@ -295,6 +296,22 @@ def test_different_seeds_give_positive_disagreement_and_bootstrap_training():
     losses = twins.train(x, y, steps=3)
     assert len(losses) == 2 and losses[0] != losses[1]
     assert twins.predict(x).disagreement > 0.0
+
+
+def test_bootstrap_resamples_have_one_shape_whatever_the_sample_count():
+    net = mlp(seed=4)
+    shapes = []
+    net.train = lambda x, y, steps: shapes.append(
+        (x.shape, {k: v.shape for k, v in y.items()})) or [0.0]
+    rng = np.random.default_rng(0)
+    for n in (5, 12, 64, 70):
+        x, y = batch(n, seed=n)
+        net.train_bootstrap(x, y, 1, rng)
+    assert [s[0] for s in shapes] == [(BOOTSTRAP_ROWS, F)] * 4
+    assert all(s[1]["coeffs"] == (BOOTSTRAP_ROWS, R) for s in shapes)
+    x, y = batch(6)
+    net.train_bootstrap(x, y, 1, rng, rows=9)
+    assert shapes[-1][0] == (9, F)
 
 
 def test_ensemble_validation():

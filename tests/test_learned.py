@@ -50,6 +50,34 @@ def test_learned_predictor_trains_predicts_and_is_scored(
     assert 0.0 < predictor.memory_mb() < runner.config.predictor_memory_budget_mb
 
 
+def test_refit_interval_refits_every_nth_phase_and_still_predicts(
+        classification_data):
+    x, y = classification_data
+    fits = {}
+    for interval in (1, 3):
+        _, callback = fit(x, y, confidence_threshold=1.0, predictor={
+            "type": "mlp", "refit_interval": interval})
+        predictor = callback.runner.predictor
+        accuracy = callback.report()["phase_statistics"][
+            "prediction_accuracy"]
+        fits[interval] = (predictor.ensemble._train_calls,
+                          predictor.basis._num_fits,
+                          accuracy["checked_predictions"],
+                          len(predictor.samples))
+        state = predictor.get_state()
+        assert state["since_refit"] == predictor._since_refit
+        assert 0 <= state["since_refit"] < interval
+    trains_1, basis_1, checked_1, samples_1 = fits[1]
+    trains_3, basis_3, checked_3, samples_3 = fits[3]
+    # Every phase is still observed, recorded and shadow-checked ...
+    assert (samples_3, checked_3) == (samples_1, checked_1)
+    # ... but the basis and the ensemble are refitted a third as often
+    # (the first fit of each comes as soon as it is possible).
+    assert trains_1 >= 6
+    assert trains_3 == 1 + (trains_1 - 1) // 3
+    assert basis_3 < basis_1
+
+
 @pytest.mark.parametrize("kind", ["linear", "mlp"])
 def test_learned_predictor_runs_prediction_phases(classification_data, kind):
     x, y = classification_data

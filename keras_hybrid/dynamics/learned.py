@@ -15,6 +15,11 @@ After every FULL phase the predictor
    `mlp`: a few Adam steps per member, `rssm`: truncated BPTT over windows of
    consecutive samples).
 
+Steps 1 (the refit) and 3 happen only after every
+`predictor.refit_interval`-th phase (and as soon as there is enough to fit
+for the first time); between refits the coefficients stay in the last fitted
+basis, so every stored sample stays comparable.
+
 A prediction decodes the members' mean coefficients back to a full per-step
 weight change (times the group scales), adds the residual corrector's
 similarity-weighted correction, and extrapolates from the averaged weights.
@@ -127,6 +132,10 @@ class LearnedPredictor(Predictor):
         )
         self.corrector = ResidualCorrector(capacity=SAMPLE_CAPACITY)
         self.samples = collections.deque(maxlen=SAMPLE_CAPACITY)
+        self.refit_interval = int(p.refit_interval)
+        # Phases observed since the last refit (basis and ensemble).
+        self._since_refit = 0
+        self._trained = False
         self._rng = np.random.default_rng(config.seed)
         # The last observed phase (flat numpy vectors and its features).
         self._last = None
@@ -248,11 +257,15 @@ class LearnedPredictor(Predictor):
             distance = len(losses) + last["lag"] - lag
             if distance > 0:
                 delta = (mean - last["mean"]) / distance
+        self._since_refit += 1
+        refit = self._since_refit >= self.refit_interval
         old_components = (
             self.basis.components.copy() if self.basis.fitted else None
         )
         self.basis.add(mean)
-        if self.basis.num_snapshots >= 3:
+        if self.basis.num_snapshots >= 3 and (
+            refit or not self.basis.fitted
+        ):
             self.basis.fit()
             if old_components is not None:
                 self._rotate_samples(self.basis.components @ old_components.T)
@@ -285,8 +298,12 @@ class LearnedPredictor(Predictor):
         }
         self._contiguous = True
         self._prediction = None
-        if len(self.samples) >= self._min_samples():
+        if len(self.samples) >= self._min_samples() and (
+            refit or not self._trained
+        ):
             self._train()
+            self._trained = True
+            self._since_refit = 0
 
     def _rotate_samples(self, rotation):
         """Re-expresses the stored coefficients in a refitted basis."""
@@ -456,6 +473,8 @@ class LearnedPredictor(Predictor):
                 self._shadow_sample[1].tolist(),
             ],
             "train_losses": list(self.train_losses),
+            "since_refit": self._since_refit,
+            "trained": self._trained,
             "ensemble_calls": self.ensemble._train_calls,
             "member_rngs": [
                 m._rng.bit_generator.state for m in self.ensemble.members
@@ -491,6 +510,9 @@ class LearnedPredictor(Predictor):
             np.asarray(shadow[1], np.float64),
         )
         self.train_losses = list(state["train_losses"])
+        self._since_refit = int(state.get("since_refit", 0))
+        self._trained = bool(state.get(
+            "trained", len(self.samples) >= self._min_samples()))
         self.ensemble._train_calls = state["ensemble_calls"]
         self._member_rng_states = state["member_rngs"]
         self._prediction = None

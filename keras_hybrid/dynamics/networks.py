@@ -33,6 +33,8 @@ HEAD_KEYS = ("coeffs", "layer_scales", "loss_mean", "loss_log_std")
 TARGET_KEYS = ("coeffs", "layer_scales", "loss")
 _SCALE_EPS = 1e-6
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+# Rows of every bootstrap resample (`DynamicsNetwork.train_bootstrap`).
+BOOTSTRAP_ROWS = 64
 
 
 class SeedStream:
@@ -213,17 +215,28 @@ class DynamicsNetwork(keras.Model):
         y = as_targets(targets)
         return [float(self.train_on_batch(x, y)) for _ in range(int(steps))]
 
-    def train_bootstrap(self, features, targets, steps, rng):
-        """`train` on one bootstrap resample (drawn with `rng`) of the rows."""
+    def train_bootstrap(self, features, targets, steps, rng,
+                        rows=BOOTSTRAP_ROWS):
+        """`train` on one bootstrap resample (drawn with `rng`) of the rows.
+
+        The resample always has `rows` rows (drawn with replacement,
+        whatever the number of samples): one batch shape, so the compiled
+        train step is traced once instead of once per sample count.
+        """
         x = np.asarray(features, np.float32)
-        idx = rng.integers(0, len(x), len(x))
+        idx = rng.integers(0, len(x), int(rows))
         return self.train(x[idx], {k: v[idx] for k, v in
                                    as_targets(targets).items()}, steps)
 
     def predict_outcome(self, features):
-        """Inference-mode outputs as a dict of NumPy arrays `(B, ...)`."""
+        """Inference-mode outputs as a dict of NumPy arrays `(B, ...)`.
+
+        Runs the compiled predict function (`predict_on_batch`): an eager
+        call of these small networks costs several times more than the
+        computation itself, and the runner predicts after every FULL phase.
+        """
         x = np.asarray(features, np.float32)
-        return to_numpy(self(x, training=False))
+        return to_numpy(self.predict_on_batch(x))
 
     def loss_value(self, features, targets):
         """`outcome_loss` (+ regularization) in inference mode, no update."""
