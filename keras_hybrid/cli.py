@@ -5,6 +5,8 @@ keras-hybrid bench [--task NAME|all] [--seeds N] [--config PRESET|PATH]
                    [--quick] [--out DIR] [--backend tensorflow|jax|torch]
                    [--predictors TYPE,...]
 keras-hybrid summary PATH/bench.json
+keras-hybrid headroom [--task NAME|all] [--seeds N] [--fractions F,...]
+                      [--quick] [--out DIR] [--backend tensorflow|jax|torch]
 ```
 
 Also `python -m keras_hybrid.cli bench ...`.
@@ -82,6 +84,43 @@ def build_parser():
     )
     summary.add_argument("path", help="a bench.json written by bench")
     summary.set_defaults(command_parser=summary)
+    headroom = commands.add_parser(
+        "headroom",
+        help="what a perfect predictor could gain: the baseline's final loss "
+        "against the equal-budget and truncated references at fewer "
+        "backward passes",
+        description="A perfect predictor ends where the baseline ends, with "
+        "a fraction of its backward passes. Runs the baseline and one "
+        "equal-budget arm per fraction side by side, prints whether that "
+        "beats each same-budget reference beyond the seed spread, and "
+        "writes headroom.json.",
+    )
+    headroom.add_argument(
+        "--task", default=None,
+        help="task name or 'all' (default: all; mnist1d-mlp with --quick)",
+    )
+    headroom.add_argument(
+        "--seeds", type=_positive_int, default=None,
+        help=f"number of seeds (default: {FULL_SEEDS}; {QUICK_SEEDS} with "
+        "--quick)",
+    )
+    headroom.add_argument(
+        "--fractions", default=None,
+        help="comma-separated shares of the baseline's backward passes the "
+        "perfect predictor runs, each in (0, 1) (default: 0.5,0.75,0.9)",
+    )
+    headroom.add_argument(
+        "--quick", action="store_true",
+        help="quick task sizes, one task (mnist1d-mlp) and one seed",
+    )
+    headroom.add_argument("--out", default="headroom_out",
+                          help="output directory (default: headroom_out)")
+    headroom.add_argument(
+        "--backend", choices=BACKENDS, default=None,
+        help="Keras backend of the arm processes (default: KERAS_BACKEND, "
+        "else tensorflow)",
+    )
+    headroom.set_defaults(command_parser=headroom)
     return parser
 
 
@@ -106,16 +145,9 @@ def resolve_bench_args(parser, args):
         A dict of keyword arguments for `run_benchmark`. Invalid arguments
         end the program through `parser.error` (exit status 2).
     """
-    from keras_hybrid.bench.tasks import TASK_NAMES
     from keras_hybrid.config import HybridConfig
 
-    task = args.task or (QUICK_TASK if args.quick else "all")
-    if task != "all" and task not in TASK_NAMES:
-        parser.error(
-            f"unknown task; expected 'all' or one of {list(TASK_NAMES)}. "
-            f"Received: --task={task!r}"
-        )
-    seeds = args.seeds or (QUICK_SEEDS if args.quick else FULL_SEEDS)
+    common = _resolve_common_args(parser, args)
     try:
         config = HybridConfig.resolve(args.config)
     except ValueError as e:
@@ -135,6 +167,45 @@ def resolve_bench_args(parser, args):
         predictors = [config.predictor.type]
     else:
         predictors = list(dynamics.AVAILABLE)
+    return {**common, "config": args.config, "predictors": predictors}
+
+
+def resolve_headroom_args(parser, args):
+    """Validates `headroom` arguments and fills the `--quick` defaults.
+
+    Returns:
+        A dict of keyword arguments for
+        `keras_hybrid.bench.headroom.run_headroom`. Invalid arguments end the
+        program through `parser.error` (exit status 2).
+    """
+    from keras_hybrid.bench import headroom
+
+    common = _resolve_common_args(parser, args)
+    fractions = headroom.DEFAULT_FRACTIONS
+    if args.fractions is not None:
+        try:
+            fractions = headroom.check_fractions(
+                [float(f) for f in args.fractions.split(",")]
+            )
+        except ValueError:
+            parser.error(
+                "--fractions must be a comma-separated list of numbers in "
+                f"(0, 1). Received: --fractions={args.fractions!r}"
+            )
+    return {**common, "fractions": list(fractions)}
+
+
+def _resolve_common_args(parser, args):
+    """`--task`, `--seeds`, `--quick`, `--out` and `--backend`, validated."""
+    from keras_hybrid.bench.tasks import TASK_NAMES
+
+    task = args.task or (QUICK_TASK if args.quick else "all")
+    if task != "all" and task not in TASK_NAMES:
+        parser.error(
+            f"unknown task; expected 'all' or one of {list(TASK_NAMES)}. "
+            f"Received: --task={task!r}"
+        )
+    seeds = args.seeds or (QUICK_SEEDS if args.quick else FULL_SEEDS)
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         parser.error(
             "--out must be a directory. "
@@ -151,11 +222,9 @@ def resolve_bench_args(parser, args):
     return {
         "tasks": task,
         "seeds": seeds,
-        "config": args.config,
         "quick": bool(args.quick),
         "out_dir": args.out,
         "backend": backend,
-        "predictors": predictors,
     }
 
 
@@ -177,6 +246,15 @@ def main(argv=None):
             # An arm failed in its subprocess; the message holds its
             # traceback.
             print(f"keras-hybrid bench: error: {e}", file=sys.stderr)
+            return 1
+    elif args.command == "headroom":
+        kwargs = resolve_headroom_args(args.command_parser, args)
+        from keras_hybrid.bench.headroom import run_headroom
+
+        try:
+            run_headroom(**kwargs)
+        except RuntimeError as e:
+            print(f"keras-hybrid headroom: error: {e}", file=sys.stderr)
             return 1
     elif args.command == "summary":
         from keras_hybrid.bench import summary

@@ -1,10 +1,8 @@
 """Tests of the benchmark harness logic (tiny sizes, no timing assertions)."""
 
 import json
-import math
 import os
 
-import keras
 import numpy as np
 import pytest
 
@@ -14,43 +12,7 @@ from keras_hybrid.bench import figures
 from keras_hybrid.bench import summary
 from keras_hybrid.bench import table
 from keras_hybrid.bench.harness import run_benchmark
-
-
-class TinyTask:
-    """A task with the `keras_hybrid.bench.tasks.Task` interface, small
-    enough for tests. Module-level so the arm subprocesses can unpickle it."""
-
-    def __init__(self, name="tiny", n=48, batch_size=16, epochs=2):
-        rng = np.random.default_rng(0)
-        x = rng.normal(size=(n + 64, 8)).astype("float32")
-        y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype("int32")
-        self.name = name
-        self.x_train, self.y_train = x[:n], y[:n]
-        self.x_val, self.y_val = x[n:n + 32], y[n:n + 32]
-        self.x_test, self.y_test = x[n + 32:], y[n + 32:]
-        self.batch_size = batch_size
-        self.epochs = epochs
-        self.learning_rate = 1e-2
-        self.loss = keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True
-        )
-        self.metrics = ["accuracy"]
-        self.description = "tiny synthetic binary classification"
-
-    def build_model(self, seed):
-        keras.utils.set_random_seed(seed)
-        return keras.Sequential([
-            keras.Input((8,)),
-            keras.layers.Dense(16, activation="relu"),
-            keras.layers.Dense(2),
-        ])
-
-    def make_optimizer(self, learning_rate):
-        return keras.optimizers.Adam(learning_rate)
-
-    @property
-    def steps_per_epoch(self):
-        return math.ceil(len(self.x_train) / self.batch_size)
+from tests.helpers import TinyTask
 
 
 TINY_CONFIG = {
