@@ -4,7 +4,7 @@
 keras-hybrid bench [--task NAME|all] [--seeds N] [--config PRESET|PATH]
                    [--quick] [--out DIR] [--backend tensorflow|jax|torch]
                    [--predictors TYPE,...]
-keras-hybrid summary PATH/bench.json
+keras-hybrid summary PATH/bench.json|PATH/headroom.json
 keras-hybrid headroom [--task NAME|all] [--seeds N] [--fractions F,...]
                       [--quick] [--out DIR] [--backend tensorflow|jax|torch]
 ```
@@ -76,13 +76,17 @@ def build_parser():
     bench.set_defaults(command_parser=bench)
     summary = commands.add_parser(
         "summary",
-        help="per-predictor table of a bench.json (Markdown)",
+        help="per-predictor table of a bench.json, or the table of a "
+        "headroom.json (Markdown)",
         description="Prints one Markdown row per task and predictor of a "
         "bench.json (ratios to the baseline, equal-budget and truncated "
         "references, shadow-check figures) and the tasks where a hybrid arm "
-        "beats each reference beyond the seed spread.",
+        "beats each reference beyond the seed spread; for a headroom.json, "
+        "one row per task and fraction.",
     )
-    summary.add_argument("path", help="a bench.json written by bench")
+    summary.add_argument(
+        "path", help="a bench.json written by bench or a headroom.json "
+        "written by headroom")
     summary.set_defaults(command_parser=summary)
     headroom = commands.add_parser(
         "headroom",
@@ -263,7 +267,12 @@ def main(argv=None):
             result = summary.load(args.path)
         except ValueError as e:
             args.command_parser.error(str(e))
-        print(summary.markdown_table(result))
+        if result.get("kind") == "headroom":
+            from keras_hybrid.bench import headroom
+
+            print(headroom.markdown_table(result))
+        else:
+            print(summary.markdown_table(result))
     return 0
 
 

@@ -127,3 +127,15 @@ def test_cli_defaults():
         ["headroom", "--quick", "--fractions", "0.8,0.4"]))
     assert (quick["tasks"], quick["seeds"], quick["fractions"]) == (
         "mnist1d-mlp", 1, [0.4, 0.8])
+
+
+def test_summary_prints_a_headroom_table(tmp_path, capsys):
+    row = headroom.headroom_rows(
+        [_seed(1.00, 1.02, 1.50), _seed(1.10, 1.05, 1.60)], {"0.5": 6})
+    path = tmp_path / "headroom.json"
+    path.write_text(json.dumps({"kind": "headroom",
+                                "tasks": {"t": {"rows": row}}}))
+    assert cli.main(["summary", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("| task | backward run |")
+    assert out.splitlines()[2].startswith("| t | 50% | 50% | 6 |")

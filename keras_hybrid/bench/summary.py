@@ -212,7 +212,8 @@ def markdown_table(result):
 
 
 def load(path):
-    """Reads a `bench.json`, with a clear error for anything else."""
+    """Reads a `bench.json` (or a `headroom.json`), with a clear error for
+    anything else."""
     try:
         with open(path, encoding="utf-8") as f:
             result = json.load(f)
@@ -220,11 +221,16 @@ def load(path):
         raise ValueError(
             f"Could not read a bench.json. Received: path={path!r} ({e})"
         ) from None
+    if isinstance(result, dict) and result.get("kind") == "headroom" and (
+        "tasks" in result
+    ):
+        return result
     if not isinstance(result, dict) or not {"tasks", "predictors"} <= set(
         result
     ):
         raise ValueError(
-            "Not a bench.json written by `keras-hybrid bench` (no `tasks` "
+            "Not a bench.json written by `keras-hybrid bench` nor a "
+            "headroom.json written by `keras-hybrid headroom` (no `tasks` "
             f"and `predictors`). Received: path={path!r}"
         )
     return result
