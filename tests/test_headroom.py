@@ -30,6 +30,16 @@ def test_budget_of_rounds_and_keeps_at_least_one_step():
     assert headroom.budget_of(0.01, 10) == 1
 
 
+def test_speed_bound_weighs_full_and_skipped_steps():
+    profile = {"plain_ms": 10.0, "full_ms": 11.0, "predict_ms": 4.0,
+               "skip_ms": 0.5}
+    bound = headroom.speed_bound(profile, 0.5)
+    assert bound["per_step"] == pytest.approx((5.5 + 2.0) / 10.0)
+    assert bound["jump"] == pytest.approx((5.5 + 0.25) / 10.0)
+    assert headroom.speed_bound({"plain_ms": 10.0, "full_ms": 11.0},
+                                0.5) == {"per_step": None, "jump": None}
+
+
 # =============================================================== rows
 def _seed(perfect, equal, truncated):
     return {
@@ -49,8 +59,12 @@ def test_rows_say_where_a_perfect_predictor_wins():
     # (beyond the spread) but only just below the equal-budget arm.
     per_seed = [_seed(1.00, 1.02, 1.50), _seed(1.10, 1.05, 1.60),
                 _seed(1.05, 1.08, 1.55)]
-    (row,) = headroom.headroom_rows(per_seed, {"0.5": 6})
+    profile = {"plain_ms": 10.0, "full_ms": 10.0, "predict_ms": 4.0,
+               "skip_ms": 0.0}
+    (row,) = headroom.headroom_rows(per_seed, {"0.5": 6}, profile)
     assert (row["fraction"], row["budget"], row["skipped"]) == (0.5, 6, 0.5)
+    assert row["speed_bound"] == {"per_step": pytest.approx(0.7),
+                                  "jump": pytest.approx(0.5)}
     assert row["perfect"]["median"] == pytest.approx(1.05)
     assert row["truncated"]["beats"] is True
     assert row["equal-budget"]["beats"] is False
@@ -59,14 +73,15 @@ def test_rows_say_where_a_perfect_predictor_wins():
     assert row["truncated"]["ratio"]["min"] == pytest.approx(1.0 / 1.5)
     text = headroom.markdown_table({"tasks": {"t": {"rows": [row]}}})
     assert text.splitlines()[2].startswith("| t | 50% | 50% | 6 | 1.0500 ")
-    assert text.splitlines()[2].endswith("| no / yes |")
+    assert text.splitlines()[2].endswith("| no / yes | 0.70 / 0.50 |")
 
 
 # ========================================================== end to end
 def test_run_headroom_runs_the_references_at_each_budget(tmp_path):
     task = TinyTask(n=64, epochs=3)  # 4 steps per epoch, 12 in all
     result = run_headroom([task], seeds=1, fractions=[0.5],
-                          out_dir=str(tmp_path), progress=False)
+                          out_dir=str(tmp_path), progress=False,
+                          profile_calls=2)
     with open(tmp_path / "headroom.json", encoding="utf-8") as f:
         assert json.load(f) == json.loads(json.dumps(result))
     assert result["fractions"] == [0.5]
@@ -88,6 +103,9 @@ def test_run_headroom_runs_the_references_at_each_budget(tmp_path):
     assert half["truncated"]["final_val_loss"] != perfect["final_val_loss"]
     (row,) = entry["rows"]
     assert row["equal-budget"]["beats"] in (True, False)
+    assert {"plain_ms", "full_ms", "predict_ms", "skip_ms"} <= set(
+        entry["profile"])
+    assert row["speed_bound"] == headroom.speed_bound(entry["profile"], 0.5)
 
 
 def test_run_headroom_argument_errors(tmp_path):
@@ -97,6 +115,8 @@ def test_run_headroom_argument_errors(tmp_path):
         run_headroom([TinyTask()], seeds=0, out_dir=str(tmp_path))
     with pytest.raises(ValueError, match="backend"):
         run_headroom([TinyTask()], backend="mxnet", out_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="profile_calls"):
+        run_headroom([TinyTask()], profile_calls=0, out_dir=str(tmp_path))
 
 
 # ================================================================== CLI

@@ -14,6 +14,14 @@ each seed this module runs, each arm in its own fresh subprocess:
    with the learning rate decayed linearly to zero over them (the
    `equal-budget` arm of `keras-hybrid bench`).
 
+A separate subprocess per task times the compiled step functions (as the
+benchmark's overhead section does), which bounds the perfect predictor's
+wall-clock from below: `fraction` of the steps at the cost of a hybrid FULL
+step, the rest at the cost of a forward-only PREDICT step (`per_step` mode)
+or of a skipped step (`jump` mode), against plain steps. The bound leaves out
+the forward checks, the predictor's own work and the phase changes, so a
+real hybrid is slower.
+
 Where the baseline's final loss is not lower than a reference's beyond the
 seed spread, a hybrid that skips `1 - fraction` of the backward passes cannot
 beat that reference by predicting them, however accurate the predictor. It
@@ -41,7 +49,7 @@ REFERENCES = ("equal-budget", "truncated")
 
 def run_headroom(tasks, seeds=3, fractions=DEFAULT_FRACTIONS, quick=False,
                  out_dir="headroom_out", backend=None, progress=True,
-                 epochs=None):
+                 epochs=None, profile_calls=harness.PROFILE_CALLS):
     """Runs the perfect-predictor comparison and writes `headroom.json`.
 
     Args:
@@ -56,6 +64,7 @@ def run_headroom(tasks, seeds=3, fractions=DEFAULT_FRACTIONS, quick=False,
             subprocesses; `None` inherits this process's environment.
         progress: print progress lines and the tables.
         epochs: if set, overrides every task's number of epochs.
+        profile_calls: timed calls per step function (the speed bound).
 
     Returns:
         The `headroom.json` content as a dict.
@@ -65,6 +74,7 @@ def run_headroom(tasks, seeds=3, fractions=DEFAULT_FRACTIONS, quick=False,
     if epochs is not None:
         harness._check_positive_int("epochs", epochs)
     fractions = check_fractions(fractions)
+    harness._check_positive_int("profile_calls", profile_calls)
     backend = harness._check_backend(backend)
     log = harness._printer(progress)
     os.makedirs(out_dir, exist_ok=True)
@@ -85,7 +95,7 @@ def run_headroom(tasks, seeds=3, fractions=DEFAULT_FRACTIONS, quick=False,
     start = time.perf_counter()
     for task, payload in task_list:
         entry = _run_task(task, payload, n_seeds, fractions, quick, backend,
-                          epochs, log)
+                          epochs, profile_calls, log)
         result["tasks"][task.name] = entry
         result["elapsed_s"] = time.perf_counter() - start
         harness._write_json(result, path)
@@ -124,6 +134,33 @@ def budget_of(fraction, steps):
     return max(1, int(round(fraction * steps)))
 
 
+def speed_bound(profile, fraction):
+    """A perfect predictor's wall-clock / the baseline's, at best.
+
+    Args:
+        profile: median call times in ms (`plain_ms`, `full_ms`,
+            `predict_ms`, `skip_ms`), as returned by
+            `keras_hybrid.bench.profile.profile_task`.
+        fraction: the share of steps that run a backward pass.
+
+    Returns:
+        A dict `{"per_step", "jump"}`: `fraction` of the steps at the hybrid
+        FULL step's cost and the rest at the forward-only PREDICT step's
+        (`per_step`) or the skipped step's (`jump`), over plain steps.
+        `None` where a time is missing.
+    """
+    plain, full = profile.get("plain_ms"), profile.get("full_ms")
+    out = {}
+    for mode, key in (("per_step", "predict_ms"), ("jump", "skip_ms")):
+        rest = profile.get(key)
+        out[mode] = figures.ratio(
+            None if full is None or rest is None
+            else fraction * full + (1.0 - fraction) * rest,
+            plain,
+        )
+    return out
+
+
 def fraction_key(fraction):
     """The JSON key of a fraction (`0.75` -> `"0.75"`)."""
     return format(fraction, "g")
@@ -131,7 +168,9 @@ def fraction_key(fraction):
 
 # =============================================================== per task
 def _run_task(task, payload, n_seeds, fractions, quick, backend, epochs,
-              log):
+              profile_calls, log):
+    from keras_hybrid.config import HybridConfig
+
     epochs = epochs or int(task.epochs)
     points = (harness.QUICK_EVAL_POINTS_PER_EPOCH if quick
               else harness.EVAL_POINTS_PER_EPOCH)
@@ -140,6 +179,11 @@ def _run_task(task, payload, n_seeds, fractions, quick, backend, epochs,
               "eval_every": eval_every}
     steps = epochs * int(task.steps_per_epoch)
     budgets = {fraction_key(f): budget_of(f, steps) for f in fractions}
+    log(f"[{task.name}] profiling step functions (seed 0)")
+    profile = harness._run_isolated("profile_task", {
+        **common, "seed": 0, "calls": profile_calls,
+        "config": HybridConfig.resolve("balanced").to_dict(),
+    }, backend, f"[{task.name}] profile")
     per_seed = []
     for seed in range(n_seeds):
         def run(name, **spec):
@@ -164,8 +208,9 @@ def _run_task(task, payload, n_seeds, fractions, quick, backend, epochs,
         "description": getattr(task, "description", None),
         "settings": harness._settings(task, epochs, eval_every),
         "budgets": budgets,
+        "profile": profile,
         "per_seed": per_seed,
-        "rows": headroom_rows(per_seed, budgets),
+        "rows": headroom_rows(per_seed, budgets, profile),
     }
 
 
@@ -205,15 +250,21 @@ def seed_entry(seed, baseline, equal, budgets):
     return entry
 
 
-def headroom_rows(per_seed, budgets):
+def headroom_rows(per_seed, budgets, profile=None):
     """One row per fraction, over seeds.
+
+    Args:
+        per_seed: `seed_entry` dicts.
+        budgets: `fraction key -> budget`.
+        profile: the task's step times (see `speed_bound`), or `None`.
 
     Returns:
         A list of dicts: `fraction`, `budget`, `skipped` (the share of
         backward passes skipped), `perfect` (the aggregate final validation
         loss), and per reference name its aggregate final validation loss,
         the aggregate per-seed ratio perfect / reference, and whether the
-        perfect predictor beats it beyond the seed spread (`summary.beats`).
+        perfect predictor beats it beyond the seed spread (`summary.beats`),
+        and `speed_bound` (see `speed_bound`; `None` without a profile).
     """
     perfect = [s["perfect"]["final_val_loss"] for s in per_seed]
     rows = []
@@ -223,6 +274,8 @@ def headroom_rows(per_seed, budgets):
             "budget": budget,
             "skipped": 1.0 - float(key),
             "perfect": figures.aggregate(perfect),
+            "speed_bound": None if profile is None
+            else speed_bound(profile, float(key)),
         }
         for name in REFERENCES:
             values = [s["fractions"][key][name]["final_val_loss"]
@@ -243,14 +296,22 @@ def _yes_no(flag):
     return "n/a" if flag is None else ("yes" if flag else "no")
 
 
+def _bound(bound):
+    if not bound:
+        return "n/a"
+    return (f"{table.fmt(bound['per_step'], '.2f')} / "
+            f"{table.fmt(bound['jump'], '.2f')}")
+
+
 def markdown_table(result):
     """One Markdown row per task and fraction of a `headroom.json`."""
     lines = [
         "| task | backward run | skipped | budget | perfect (baseline final "
         "val loss) | equal-budget | truncated | perfect / equal-budget | "
         "perfect / truncated | perfect beats equal-budget / truncated "
-        "beyond spread |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "beyond spread | perfect wall-clock / baseline, at best (per_step / "
+        "jump) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, entry in result["tasks"].items():
         for row in entry["rows"]:
@@ -262,6 +323,7 @@ def markdown_table(result):
                 f"{table.cell(tr['final_val_loss'], '.4f')} | "
                 f"{table.cell(eq['ratio'], '.3f')} | "
                 f"{table.cell(tr['ratio'], '.3f')} | "
-                f"{_yes_no(eq['beats'])} / {_yes_no(tr['beats'])} |"
+                f"{_yes_no(eq['beats'])} / {_yes_no(tr['beats'])} | "
+                f"{_bound(row.get('speed_bound'))} |"
             )
     return "\n".join(lines)
