@@ -42,36 +42,20 @@ def build_parser():
         "truncated reference), prints a table and writes bench.json and one "
         "PNG per task.",
     )
-    bench.add_argument(
-        "--task", default=None,
-        help="task name or 'all' (default: all; mnist1d-mlp with --quick)",
-    )
-    bench.add_argument(
-        "--seeds", type=_positive_int, default=None,
-        help=f"number of seeds (default: {FULL_SEEDS}; {QUICK_SEEDS} with "
-        "--quick)",
+    _add_run_arguments(
+        bench, out="bench_out",
+        quick_help="quick task sizes, one task (mnist1d-mlp) and one seed: "
+        "under 3 minutes on 2 CPU cores",
     )
     bench.add_argument(
         "--config", default="balanced",
         help="hybrid config: preset name or YAML path (default: balanced)",
     )
     bench.add_argument(
-        "--quick", action="store_true",
-        help="quick task sizes, one task (mnist1d-mlp) and one seed: under "
-        "3 minutes on 2 CPU cores",
-    )
-    bench.add_argument(
         "--predictors", default=None,
         help="comma-separated predictor types, one hybrid arm (and one "
         "equal-budget arm) each (default: all of them; with --quick only the "
         "config's predictor.type)",
-    )
-    bench.add_argument("--out", default="bench_out",
-                       help="output directory (default: bench_out)")
-    bench.add_argument(
-        "--backend", choices=BACKENDS, default=None,
-        help="Keras backend of the arm processes (default: KERAS_BACKEND, "
-        "else tensorflow)",
     )
     bench.set_defaults(command_parser=bench)
     summary = commands.add_parser(
@@ -99,33 +83,39 @@ def build_parser():
         "beats each same-budget reference beyond the seed spread, and "
         "writes headroom.json.",
     )
-    headroom.add_argument(
-        "--task", default=None,
-        help="task name or 'all' (default: all; mnist1d-mlp with --quick)",
-    )
-    headroom.add_argument(
-        "--seeds", type=_positive_int, default=None,
-        help=f"number of seeds (default: {FULL_SEEDS}; {QUICK_SEEDS} with "
-        "--quick)",
+    _add_run_arguments(
+        headroom, out="headroom_out",
+        quick_help="quick task sizes, one task (mnist1d-mlp) and one seed",
     )
     headroom.add_argument(
         "--fractions", default=None,
         help="comma-separated shares of the baseline's backward passes the "
         "perfect predictor runs, each in (0, 1) (default: 0.5,0.75,0.9)",
     )
-    headroom.add_argument(
-        "--quick", action="store_true",
-        help="quick task sizes, one task (mnist1d-mlp) and one seed",
+    headroom.set_defaults(command_parser=headroom)
+    return parser
+
+
+def _add_run_arguments(parser, out, quick_help):
+    """`--task`, `--seeds`, `--quick`, `--out` and `--backend` (the
+    arguments `_resolve_common_args` checks)."""
+    parser.add_argument(
+        "--task", default=None,
+        help="task name or 'all' (default: all; mnist1d-mlp with --quick)",
     )
-    headroom.add_argument("--out", default="headroom_out",
-                          help="output directory (default: headroom_out)")
-    headroom.add_argument(
+    parser.add_argument(
+        "--seeds", type=_positive_int, default=None,
+        help=f"number of seeds (default: {FULL_SEEDS}; {QUICK_SEEDS} with "
+        "--quick)",
+    )
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--out", default=out,
+                        help=f"output directory (default: {out})")
+    parser.add_argument(
         "--backend", choices=BACKENDS, default=None,
         help="Keras backend of the arm processes (default: KERAS_BACKEND, "
         "else tensorflow)",
     )
-    headroom.set_defaults(command_parser=headroom)
-    return parser
 
 
 def _positive_int(text):
