@@ -222,6 +222,18 @@ def _resolve_common_args(parser, args):
     }
 
 
+def _run_arms(command, function, kwargs):
+    """Runs `function(**kwargs)`; returns the exit status (1 when an arm
+    failed in its subprocess)."""
+    try:
+        function(**kwargs)
+    except RuntimeError as e:
+        # An arm failed in its subprocess; the message holds its traceback.
+        print(f"keras-hybrid {command}: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv=None):
     """Runs `keras-hybrid` with `argv` (default: `sys.argv[1:]`).
 
@@ -234,22 +246,12 @@ def main(argv=None):
         kwargs = resolve_bench_args(args.command_parser, args)
         from keras_hybrid.bench.harness import run_benchmark
 
-        try:
-            run_benchmark(**kwargs)
-        except RuntimeError as e:
-            # An arm failed in its subprocess; the message holds its
-            # traceback.
-            print(f"keras-hybrid bench: error: {e}", file=sys.stderr)
-            return 1
+        return _run_arms("bench", run_benchmark, kwargs)
     elif args.command == "headroom":
         kwargs = resolve_headroom_args(args.command_parser, args)
         from keras_hybrid.bench.headroom import run_headroom
 
-        try:
-            run_headroom(**kwargs)
-        except RuntimeError as e:
-            print(f"keras-hybrid headroom: error: {e}", file=sys.stderr)
-            return 1
+        return _run_arms("headroom", run_headroom, kwargs)
     elif args.command == "summary":
         from keras_hybrid.bench import summary
 

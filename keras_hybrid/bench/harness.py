@@ -123,12 +123,9 @@ def run_benchmark(tasks, seeds=3, config="balanced", quick=False,
 # =============================================================== per task
 def _run_task(task, payload, n_seeds, base, predictors, quick, backend,
               epochs, profile_calls, log):
-    epochs = epochs or int(task.epochs)
-    points = QUICK_EVAL_POINTS_PER_EPOCH if quick else EVAL_POINTS_PER_EPOCH
-    eval_every = max(1, int(task.steps_per_epoch) // points)
+    common = arm_common(task, payload, quick, epochs)
+    epochs, eval_every = common["epochs"], common["eval_every"]
     configs = {p: _with_predictor(base, p) for p in predictors}
-    common = {"task": payload, "quick": bool(quick), "epochs": epochs,
-              "eval_every": eval_every}
     log(f"[{task.name}] profiling step functions (seed 0)")
     profile = _run_isolated("profile_task", {
         **common, "seed": 0, "config": configs[predictors[0]],
@@ -157,6 +154,18 @@ def _run_task(task, payload, n_seeds, base, predictors, quick, backend,
         "overhead": figures.overhead_figures(
             task.name, profile, predictor_stats
         ),
+    }
+
+
+def arm_common(task, payload, quick, epochs):
+    """The spec entries every arm of a task shares: `task`, `quick`,
+    `epochs` (the task's unless overridden) and `eval_every`."""
+    points = QUICK_EVAL_POINTS_PER_EPOCH if quick else EVAL_POINTS_PER_EPOCH
+    return {
+        "task": payload,
+        "quick": bool(quick),
+        "epochs": epochs or int(task.epochs),
+        "eval_every": max(1, int(task.steps_per_epoch) // points),
     }
 
 

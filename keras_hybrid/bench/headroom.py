@@ -171,12 +171,8 @@ def _run_task(task, payload, n_seeds, fractions, quick, backend, epochs,
               profile_calls, log):
     from keras_hybrid.config import HybridConfig
 
-    epochs = epochs or int(task.epochs)
-    points = (harness.QUICK_EVAL_POINTS_PER_EPOCH if quick
-              else harness.EVAL_POINTS_PER_EPOCH)
-    eval_every = max(1, int(task.steps_per_epoch) // points)
-    common = {"task": payload, "quick": bool(quick), "epochs": epochs,
-              "eval_every": eval_every}
+    common = harness.arm_common(task, payload, quick, epochs)
+    epochs, eval_every = common["epochs"], common["eval_every"]
     steps = epochs * int(task.steps_per_epoch)
     budgets = {fraction_key(f): budget_of(f, steps) for f in fractions}
     log(f"[{task.name}] profiling step functions (seed 0)")
