@@ -129,6 +129,7 @@ class HybridPredictCallback(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self.runner is None:
             return
+        self.runner.settle()
         self.runner.flush_iterations()
         self.runner.end_time = time.perf_counter()
         self.model._detach_runner()

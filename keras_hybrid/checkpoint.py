@@ -71,6 +71,8 @@ def save_checkpoint(model, path, runner=None, include_predictor=True,
     os.makedirs(parent, exist_ok=True)
     runner_json = runner_arrays = None
     if runner is not None:
+        if runner.functions is not None:
+            runner.settle()
         runner.flush_iterations()
         if include_predictor:
             runner_json, runner_arrays = runner_state(runner)

@@ -193,7 +193,13 @@ class DivergenceConfig:
             than this within `oscillation_window` steps is an oscillation
             (only swings above twice the loss's standard deviation count).
         oscillation_window: window of the oscillation check, in steps.
-        check_interval_steps: how often the monitor runs, in steps.
+        check_interval_steps: how often, in steps, the per-step loss and
+            gradient norm (kept on the device by the compiled steps) are read
+            by the host and checked by the monitor; every step's values are
+            checked, up to this many steps late. They are also read at the
+            end of every phase. 1 reads after every step, which stops
+            TensorFlow and JAX from dispatching ahead. A non-finite update is
+            refused inside the compiled step whatever this is.
         max_consecutive_failures: rejected predictions in a row after which
             prediction pauses for `cooldown_phases` FULL phases.
         cooldown_phases: FULL phases to run after repeated failures.
@@ -205,7 +211,7 @@ class DivergenceConfig:
     prediction_error: float = 0.2
     oscillation_sign_changes: int = 5
     oscillation_window: int = 10
-    check_interval_steps: int = 1
+    check_interval_steps: int = 10
     max_consecutive_failures: int = 3
     cooldown_phases: int = 2
 
@@ -332,6 +338,10 @@ class HybridConfig:
             like any other) instead of FULL steps.
         predictor_memory_budget_mb: memory the dynamics model may use.
         collect_metrics: collect predictor overhead timings for the report.
+        enable_prediction: `False` never starts a PREDICT phase: every step
+            runs its backward pass while everything else (statistics,
+            monitor, predictor fitting, shadow checks, checkpoints) runs as
+            usual. This measures what the machinery costs on a model.
         seed: seed of the callback's own randomness.
         predictor, divergence, metrics, checkpoint: the sub-configs.
 
@@ -362,6 +372,7 @@ class HybridConfig:
     finish_with_prediction: bool = False
     predictor_memory_budget_mb: float = 50.0
     collect_metrics: bool = True
+    enable_prediction: bool = True
     seed: int = 0
     predictor: PredictorConfig = dataclasses.field(
         default_factory=PredictorConfig
@@ -433,6 +444,7 @@ class HybridConfig:
         _check_bool("", "adaptive_correction", self.adaptive_correction)
         _check_bool("", "finish_with_prediction", self.finish_with_prediction)
         _check_bool("", "collect_metrics", self.collect_metrics)
+        _check_bool("", "enable_prediction", self.enable_prediction)
         _check_int("", "seed", self.seed, 0)
 
     # ------------------------------------------------------------------ I/O

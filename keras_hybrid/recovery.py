@@ -2,8 +2,6 @@
 `HybridRunner`): the last good point, rollback, learning-rate change, abort.
 """
 
-import math
-
 import keras
 
 from keras_hybrid import divergence
@@ -15,25 +13,21 @@ class RecoveryMixin:
     """Monitor checks and recovery of a `HybridRunner`."""
 
     def _monitor(self, loss, grad_norm):
-        """Checks one backward step; queues a recovery action if needed."""
-        interval = self.config.divergence.check_interval_steps
-        finite = math.isfinite(loss) and (
-            grad_norm is None or math.isfinite(grad_norm)
-        )
-        if finite and (self.controller.step // self.steps_per_execution) % (
-            interval
-        ):
-            return
+        """Checks one backward step's statistics (read from the device with
+        the others of its read); queues a recovery action if needed."""
         predicted = self.predicted_loss if self._awaiting_correct_loss else None
         level, signals = self.monitor.check(loss, grad_norm, predicted)
         if level == divergence.DivergenceLevel.NORMAL:
             return
         if level >= divergence.DivergenceLevel.WARNING:
             self._phase_alarm = True
+        if self._action is not None and self._action_level >= level:
+            return  # one read: the most severe action of its steps
         action = self.monitor.decide(
             level, signals, self.controller.step, self._good_step
         )
         self._action = (signals, action)
+        self._action_level = level
 
     def _save_good_point(self):
         """Snapshots model and optimizer variables: the rollback target."""
@@ -45,7 +39,7 @@ class RecoveryMixin:
         ]:
             self._good_vars = VariableSnapshots(guarded)
         self._good_values = self._good_vars.take()
-        self._good_step = self.controller.step + self.steps_per_execution
+        self._good_step = self.controller.step
 
     def _apply_action(self):
         signals, action = self._action

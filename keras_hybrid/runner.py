@@ -24,8 +24,11 @@ from keras_hybrid.phases import PhaseController
 from keras_hybrid.recovery import RecoveryMixin
 from keras_hybrid.report import RunStatistics
 from keras_hybrid.state import TrainingState
+from keras_hybrid.step_stats import StepStatistics
+from keras_hybrid.step_stats import to_host
 from keras_hybrid.trajectory import WeightTrajectory
 from keras_hybrid.trajectory import all_finite
+from keras_hybrid.trajectory import finite_flag
 from keras_hybrid.trajectory import delta_agreement
 
 
@@ -62,7 +65,9 @@ class HybridRunner(RecoveryMixin):
         self.confidence = 0.0
         self.predicted_loss = None
         self.last_logs = None
-        self.final_loss = None
+        self.step_stats = StepStatistics()
+        self._final_loss = None
+        self._last_read = None
         self.start_time = time.perf_counter()
         self.end_time = None
         self.elapsed_before = 0.0
@@ -73,6 +78,7 @@ class HybridRunner(RecoveryMixin):
         self._outcome = None
         self._restore_point = None
         self._check_batches = []
+        self._rejected_batches = []
         self._abort = None
         self._loss_limit = None
         self._phase_losses = []
@@ -105,6 +111,10 @@ class HybridRunner(RecoveryMixin):
             model, self.trajectory.accumulators, self.deltas
         )
         self.predictor = dynamics.get(self.config, self.trajectory)
+        # The weights training starts from are the first rollback target: a
+        # non-finite first step (refused in the compiled step) can be
+        # recovered from like any later one.
+        self._save_good_point()
         if self.controller.phase == Phase.FULL:
             self._start_full()
 
@@ -130,13 +140,93 @@ class HybridRunner(RecoveryMixin):
             logs, kind = self._full_call(iterator, collect=phase == Phase.FULL)
         self.stats.add_time(kind, time.perf_counter() - start)
         self.controller.advance(self.steps_per_execution)
+        self._after_step()
+        return self._decorate(logs, phase)
+
+    def _after_step(self):
+        """Reads the device-side statistics when due (every
+        `divergence.check_interval_steps` steps and at every phase end),
+        then carries out what they call for."""
+        c = self.controller
+        if self.step_stats and (c.phase_done or self._read_due()):
+            self.read_statistics()
         if self._action is not None:
             self._apply_action()
         elif self._abort is not None:
             self._end_predict(success=False, reason=self._abort)
-        elif self.controller.phase_done:
+        elif c.phase_done:
             self._end_phase()
-        return self._decorate(logs, phase)
+
+    def settle(self):
+        """Reads any pending statistics now and carries out what they call
+        for (before a checkpoint, at the end of `fit()`)."""
+        if self.step_stats:
+            self.read_statistics()
+        if self._action is not None:
+            self._apply_action()
+
+    def _read_due(self):
+        """Whether this step crossed a multiple of the read interval (the
+        reads fall on the same steps however the run was resumed)."""
+        interval = self.config.divergence.check_interval_steps
+        step = self.controller.step
+        if self._last_read is None:
+            self._last_read = step - self.steps_per_execution
+        return step // interval > self._last_read // interval
+
+    def read_statistics(self):
+        """Brings the pending per-step statistics to the host (one
+        transfer) and feeds them, in step order, to the monitor, the
+        training state and the predictor."""
+        self._last_read = self.controller.step
+        start = time.perf_counter()
+        bad_step = False
+        for record in self.step_stats.read():
+            if record.backward:
+                bad_step = self._consume_full(record) or bad_step
+            else:
+                self._consume_predict(record)
+            if bad_step:
+                # Later steps are undone by the rollback or abort.
+                break
+        if self._good_values is None and not bad_step and self.functions:
+            self._save_good_point()
+        self.stats.add_overhead("encode", time.perf_counter() - start)
+
+    def _consume_full(self, record):
+        """One FULL step's statistics; returns whether it calls for a
+        rollback or an abort."""
+        self._monitor(record.loss, record.grad_norm)
+        bad_step = self._action is not None and isinstance(
+            self._action[1],
+            (divergence.RollbackAndRetry, divergence.Abort),
+        )
+        if bad_step:
+            return True
+        self.state.record(record.step, record.loss, record.grad_norm)
+        if record.kind == "full":
+            self._phase_losses.append((record.step, record.loss))
+        if self._awaiting_correct_loss:
+            self._awaiting_correct_loss = False
+            loss = record.loss
+            self.predictor.record_outcome(True, self.predicted_loss, loss)
+            self.stats.loss_prediction(self.predicted_loss, loss)
+            self.control.outcome(
+                True, self._predict_length,
+                loss / self.predicted_loss if self.predicted_loss else None,
+            )
+        return False
+
+    def _consume_predict(self, record):
+        """One forward-only PREDICT step's statistics."""
+        loss = record.loss
+        self.state.record(record.step, loss, backward=False)
+        if self.controller.phase != Phase.PREDICT or self._abort:
+            return
+        if not math.isfinite(loss):
+            self._abort = "non_finite_loss"
+        elif self._loss_limit is not None and loss > self._loss_limit:
+            self._abort = "loss_sigma"
 
     def _fast_forward(self, iterator):
         """Consumes a batch that the checkpointed run had already trained
@@ -155,8 +245,13 @@ class HybridRunner(RecoveryMixin):
     @property
     def safe_to_checkpoint(self):
         """Whether the state can be saved exactly now (not inside a jump's
-        forward checks, not while fast-forwarding)."""
-        return not self._check_batches and self.skip_batches <= 0
+        forward checks, not while fast-forwarding, no statistics waiting
+        on the device)."""
+        return (
+            not self._check_batches
+            and self.skip_batches <= 0
+            and not self.step_stats
+        )
 
     def position(self):
         """`(epoch, batch_in_epoch)` of the next batch to train on."""
@@ -165,16 +260,19 @@ class HybridRunner(RecoveryMixin):
         return self.epoch, self.batch_in_epoch
 
     def _bootstrap(self, iterator, start):
-        logs, _ = common.pop_stats(self.model._hybrid_plain_train(iterator))
+        logs, loss, grad_norm = common.split_stats(
+            self.model._hybrid_plain_train(iterator)
+        )
         n = self.steps_per_execution
+        self.step_stats.add(self.controller.step + n, loss, grad_norm,
+                            kind="warmup")
         self.stats.count(self.controller.phase, backward=n, forward=n,
                          steps=n)
         self.stats.add_time("full", time.perf_counter() - start)
         if self.model.trainable_variables:
             self._setup()
         self.controller.advance(n)
-        if self.controller.phase_done:
-            self._end_phase()
+        self._after_step()
         self.last_logs = logs
         return logs
 
@@ -187,38 +285,15 @@ class HybridRunner(RecoveryMixin):
 
     def _full_call(self, iterator, collect, kind=None):
         self.flush_iterations()
-        logs, stats = common.pop_stats(self.functions["full"](iterator))
+        function = self.functions["full" if collect else "train"]
+        logs, loss, grad_norm = common.split_stats(function(iterator))
         n = self.steps_per_execution
         self.stats.count(self.controller.phase, backward=n, forward=n,
                          steps=n)
-        loss = stats.get(common.LOSS_KEY)
-        encode_start = time.perf_counter()
-        if loss is not None:
-            self._monitor(loss, stats.get(common.GRAD_NORM_KEY))
-        bad_step = self._action is not None and isinstance(
-            self._action[1],
-            (divergence.RollbackAndRetry, divergence.Abort),
-        )
-        if self._good_values is None and not bad_step:
-            self._save_good_point()
-        if loss is not None and not bad_step:
-            self.state.record(
-                self.controller.step + n,
-                loss,
-                stats.get(common.GRAD_NORM_KEY),
-            )
-            self._phase_losses.append((self.controller.step + n, loss))
-            if self._awaiting_correct_loss:
-                self._awaiting_correct_loss = False
-                self.predictor.record_outcome(
-                    True, self.predicted_loss, loss
-                )
-                self.stats.loss_prediction(self.predicted_loss, loss)
-                self.control.outcome(
-                    True, self._predict_length,
-                    loss / self.predicted_loss if self.predicted_loss
-                    else None,
-                )
+        if collect:
+            kind = "full"
+        self.step_stats.add(self.controller.step + n, loss, grad_norm,
+                            kind=kind or "train")
         if collect:
             self.trajectory.added(n)
             half = self.controller.phase_length // 2
@@ -227,7 +302,6 @@ class HybridRunner(RecoveryMixin):
                 and self.controller.phase_step + n >= half
             ):
                 self.trajectory.close_half()
-        self.stats.add_overhead("encode", time.perf_counter() - encode_start)
         self.last_logs = logs
         return logs, kind or "full"
 
@@ -257,15 +331,10 @@ class HybridRunner(RecoveryMixin):
         return self._cached_logs(), "skip"
 
     def _per_step_call(self, iterator):
-        logs, stats = common.pop_stats(self.functions["predict"](iterator))
+        logs, loss, _ = common.split_stats(self.functions["predict"](iterator))
         n = self.steps_per_execution
         self.stats.count(Phase.PREDICT, forward=n, steps=n)
-        loss = stats.get(common.LOSS_KEY)
-        self.state.record(self.controller.step + n, loss, backward=False)
-        if loss is None or not math.isfinite(loss):
-            self._abort = "non_finite_loss"
-        elif self._loss_limit is not None and loss > self._loss_limit:
-            self._abort = "loss_sigma"
+        self.step_stats.add(self.controller.step + n, loss, kind="predict")
         self.last_logs = logs
         return logs
 
@@ -317,7 +386,11 @@ class HybridRunner(RecoveryMixin):
             self._check_shadow()
         self.stats.add_overhead("update", time.perf_counter() - start)
         landing = self._landing_length()
-        ready = have_drift and self.predictor.ready()
+        ready = (
+            have_drift
+            and self.config.enable_prediction
+            and self.predictor.ready()
+        )
         if ready and (
             landing is not None
             or c.can_predict(self.confidence, self.control.threshold)
@@ -438,35 +511,43 @@ class HybridRunner(RecoveryMixin):
         return True
 
     def _line_search(self):
-        """Forward checks of the jump at each scale; applies the best one
-        or restores the weights exactly."""
+        """Forward checks of the jump at each scale, in the configured order,
+        stopping as soon as the check loss stops improving; applies the best
+        one or restores the weights exactly. One host transfer per
+        candidate (its losses and whether it is finite)."""
         start = time.perf_counter()
         batches = self._check_batches
         evaluate = self.functions["eval_loss"]
 
-        def mean_loss():
-            values = [
-                float(keras.ops.convert_to_numpy(evaluate(b))) for b in batches
-            ]
-            self.stats.count(Phase.PREDICT, forward=len(values))
-            return float(np.mean(values))
+        def mean_loss(finite=None):
+            values = [evaluate(b) for b in batches]
+            if finite is not None:
+                values.append(finite)
+            host = to_host(values)
+            self.stats.count(Phase.PREDICT, forward=len(batches))
+            ok = finite is None or bool(host[-1])
+            return float(np.mean(host[:len(batches)])), ok
 
-        base = mean_loss()
+        base, _ = mean_loss()
         best_loss, best = base, None
         tried = []
+        previous = None
         for scale in self.config.predictor.jump_scales:
             candidate = self._outcome.targets(scale)
-            if not all_finite(candidate):
+            self.trajectory.snapshots.restore(candidate)
+            loss, finite = mean_loss(finite_flag(candidate))
+            if not finite:
                 self.stats.event(
                     self.controller.step, "non_finite_prediction",
                     "rejected_before_apply",
                 )
                 continue
-            self.trajectory.snapshots.restore(candidate)
-            loss = mean_loss()
             tried.append((scale, loss))
             if math.isfinite(loss) and loss < best_loss:
                 best_loss, best = loss, (scale, candidate)
+            if previous is not None and not loss < previous:
+                break  # the losses stopped improving
+            previous = loss
         limit = base * (1.0 + self.config.loss_tolerance)
         self._check_batches = []
         self.stats.add_overhead("predict", time.perf_counter() - start)
@@ -478,10 +559,19 @@ class HybridRunner(RecoveryMixin):
             self.trajectory.snapshots.restore(best[1])
             return
         self.trajectory.snapshots.restore(self._restore_point)
+        self._rejected_batches = batches
         self._abort = "forward_check"
 
     def _end_predict(self, success, reason):
         c = self.controller
+        # A rejected jump costs time, not data: the batches it consumed for
+        # its checks are trained on once the weights are restored.
+        retrain = []
+        if not success:
+            retrain = self._rejected_batches or self._check_batches
+            self._pending_iterations -= len(retrain)
+        self._rejected_batches = []
+        self._check_batches = []
         self.flush_iterations()
         self._abort = None
         self._loss_limit = None
@@ -499,8 +589,18 @@ class HybridRunner(RecoveryMixin):
             self.control.outcome(False, self._predict_length)
             c.transition(Phase.FULL, outcome=f"rejected:{reason}")
             self._start_full()
+            self._train_batches(retrain)
         self._restore_point = None
         self._outcome = None
+
+    def _train_batches(self, batches):
+        """Training steps on stored batches (no trajectory collection)."""
+        train = self.functions["train_batch"]
+        for batch in batches:
+            _, loss, grad_norm = common.split_stats(train(batch))
+            self.stats.count(self.controller.phase, backward=1, forward=1)
+            self.step_stats.add(self.controller.step, loss, grad_norm,
+                                kind="retrain")
 
     def _loss_slope(self):
         """Log-loss change per 100 steps over the recent FULL steps."""
@@ -508,9 +608,23 @@ class HybridRunner(RecoveryMixin):
         return 0.0 if trend is None else float(100.0 * trend[0])
 
     # ============================================================ logs
+    @property
+    def final_loss(self):
+        """The running loss of the last step's logs (read on demand: reading
+        it every step would sync the host with the device)."""
+        value = self._final_loss
+        if value is not None and not isinstance(value, float):
+            value = float(keras.ops.convert_to_numpy(value))
+            self._final_loss = value
+        return value
+
+    @final_loss.setter
+    def final_loss(self, value):
+        self._final_loss = value
+
     def _decorate(self, logs, phase):
         if "loss" in logs:
-            self.final_loss = float(keras.ops.convert_to_numpy(logs["loss"]))
+            self._final_loss = logs["loss"]
         if not self.config.metrics.log_to_progbar:
             return logs
         logs = dict(logs)

@@ -27,7 +27,7 @@ STATISTICS = ("steps", "backward", "forward", "corrections",
 RUNNER = ("confidence", "predicted_loss", "final_loss", "_loss_limit",
           "_phase_losses", "_phase_start_features", "_awaiting_correct_loss",
           "_pending_iterations", "_good_step", "_phase_alarm",
-          "_shadow_contiguous", "_predict_length")
+          "_shadow_contiguous", "_predict_length", "_last_read")
 TRAJECTORY = ("count", "first_count", "second_count", "_consistency")
 TRAJECTORY_TENSORS = ("first_mean", "second_mean", "drift", "previous_drift")
 

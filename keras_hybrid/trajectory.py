@@ -102,9 +102,15 @@ def delta_agreement(predicted, new_mean, old_mean, distance):
     return cos, float(np.sqrt(max(pp - 2.0 * pa + aa, 0.0) / aa))
 
 
+def finite_flag(values):
+    """Whether every entry of every tensor is finite, as a device scalar
+    (no transfer)."""
+    return _finite_compiled(list(values))
+
+
 def all_finite(values):
     """Whether every entry of every tensor is finite (one transfer)."""
-    return bool(ops.convert_to_numpy(_finite_compiled(list(values))))
+    return bool(ops.convert_to_numpy(finite_flag(values)))
 
 
 class WeightTrajectory:

@@ -19,18 +19,30 @@ def strip_stats(logs):
     return {k: v for k, v in logs.items() if k not in STAT_KEYS}
 
 
-def pop_stats(logs):
-    """Splits a step's logs into (user logs, hybrid statistics as floats)."""
+def split_stats(logs):
+    """Splits a step's logs into the user's logs, the batch loss and the
+    gradient norm, all left on the device (no host transfer).
+
+    Returns:
+        `(logs, loss, grad_norm)`; `loss` and `grad_norm` are `None` where
+        the step did not report them.
+    """
     if not isinstance(logs, dict):
-        return logs, {}
-    stats = {}
-    clean = {}
-    for key, value in logs.items():
-        if key in STAT_KEYS:
-            stats[key] = float(keras.ops.convert_to_numpy(value))
-        else:
-            clean[key] = value
-    return clean, stats
+        return logs, None, None
+    return (
+        strip_stats(logs),
+        logs.get(LOSS_KEY),
+        logs.get(GRAD_NORM_KEY),
+    )
+
+
+def update_is_finite(loss, grad_norm):
+    """Whether an update may be applied: the loss and the global gradient
+    norm are finite (a non-finite gradient entry makes the norm non-finite,
+    so one reduction covers every gradient)."""
+    return keras.ops.logical_and(
+        keras.ops.isfinite(loss), keras.ops.isfinite(grad_norm)
+    )
 
 
 def forward(model, data, training):

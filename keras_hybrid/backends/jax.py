@@ -33,7 +33,13 @@ def _forward_loss(model, state, data, training):
 
 def train_step(model, state, data):
     """A FULL step: Keras' JAX `train_step` plus the batch loss and the
-    global gradient norm under the keys of `common.STAT_KEYS`."""
+    global gradient norm under the keys of `common.STAT_KEYS`.
+
+    The update is applied only if the loss and every gradient are finite
+    (`lax.cond`, inside the compiled step): a refused step keeps the
+    weights, the optimizer slots and the non-trainable state as they were
+    and only advances the optimizer's iteration count.
+    """
     trainable, non_trainable, optimizer_vars, metrics_vars = state
     x, y, sample_weight = common.unpack(data)
     grad_fn = jax.value_and_grad(model.compute_loss_and_updates, has_aux=True)
@@ -41,18 +47,37 @@ def train_step(model, state, data):
         trainable, non_trainable, metrics_vars, x, y, sample_weight,
         training=True, optimizer_variables=optimizer_vars,
     )
-    unscaled_loss, y_pred, non_trainable, metrics_vars = aux
-    trainable, optimizer_vars = model.optimizer.stateless_apply(
-        optimizer_vars, grads, trainable
+    unscaled_loss, y_pred, new_non_trainable, metrics_vars = aux
+    norm = jnp.sqrt(
+        sum(jnp.sum(jnp.square(g)) for g in grads if g is not None)
+    )
+    index = _iterations_index(model)
+
+    def apply(operands):
+        trainable, optimizer_vars, _ = operands
+        trainable, optimizer_vars = model.optimizer.stateless_apply(
+            optimizer_vars, grads, trainable
+        )
+        return list(trainable), list(optimizer_vars), list(new_non_trainable)
+
+    def refuse(operands):
+        trainable, optimizer_vars, non_trainable = operands
+        optimizer_vars = list(optimizer_vars)
+        optimizer_vars[index] = optimizer_vars[index] + 1
+        return list(trainable), optimizer_vars, list(non_trainable)
+
+    trainable, optimizer_vars, non_trainable = jax.lax.cond(
+        common.update_is_finite(unscaled_loss, norm),
+        apply,
+        refuse,
+        (list(trainable), list(optimizer_vars), list(non_trainable)),
     )
     logs, metrics_vars = model._update_metrics_variables(
         metrics_vars, unscaled_loss, x, y, y_pred, sample_weight
     )
     logs = dict(logs)
     logs[common.LOSS_KEY] = unscaled_loss
-    logs[common.GRAD_NORM_KEY] = jnp.sqrt(
-        sum(jnp.sum(jnp.square(g)) for g in grads if g is not None)
-    )
+    logs[common.GRAD_NORM_KEY] = norm
     return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)
 
 
@@ -181,7 +206,11 @@ def make_phase_functions(model, accumulators, deltas):
     def eval_loss(state, data):
         return _forward_loss(model, state, data, False)
 
+    def train(state, data):
+        return model.train_step(state, data)
+
     full_jit = _jit(model, full_collect)
+    train_jit = _jit(model, train)
     predict_jit = _jit(model, predict)
     eval_jit = _jit(model, eval_loss, donate=False)
 
@@ -199,6 +228,17 @@ def make_phase_functions(model, accumulators, deltas):
             acc.assign(value)
         return logs
 
+    def run_train(iterator):
+        state = get_state(model)
+        logs = None
+        for i in range(n):
+            data = _next_or_none(iterator, first=i == 0)
+            if data is None:
+                break
+            logs, state = train_jit(state, data)
+        set_state(model, state)
+        return logs
+
     def run_predict(iterator):
         state = get_state(model)
         delta_values = [d.value for d in deltas]
@@ -214,7 +254,18 @@ def make_phase_functions(model, accumulators, deltas):
     def run_eval(batch):
         return eval_jit(get_state(model), batch)
 
-    return {"full": run_full, "predict": run_predict, "eval_loss": run_eval}
+    def run_train_batch(batch):
+        logs, state = train_jit(get_state(model), batch)
+        set_state(model, state)
+        return logs
+
+    return {
+        "full": run_full,
+        "train": run_train,
+        "predict": run_predict,
+        "train_batch": run_train_batch,
+        "eval_loss": run_eval,
+    }
 
 
 def _next_or_none(iterator, first):

@@ -36,22 +36,77 @@ def train_step(model, data):
     """A FULL step: forward, backward, optimizer update.
 
     Mirrors `keras.Model.train_step` and also returns the batch loss and the
-    global gradient norm under the private keys of `common.STAT_KEYS`.
+    global gradient norm under the private keys of `common.STAT_KEYS`. The
+    update is applied only if the loss and every gradient are finite (on
+    every replica); a refused step changes no weight and no optimizer slot
+    and only advances `optimizer.iterations` (the batch was seen).
     """
     with tf.GradientTape() as tape:
         x, y, sample_weight, y_pred, loss = _forward(model, data, True)
         unscaled = _track_loss(model, loss, x)
         scaled = model.optimizer.scale_loss(loss)
     variables = model.trainable_variables
-    grads = tape.gradient(scaled, variables)
-    model.optimizer.apply_gradients(zip(grads, variables))
-    logs = model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-    logs = dict(logs)
-    logs[common.LOSS_KEY] = unscaled
-    logs[common.GRAD_NORM_KEY] = tf.linalg.global_norm(
-        [g for g in grads if g is not None]
+    logs_stats = {common.LOSS_KEY: unscaled}
+    if variables:
+        grads = tape.gradient(scaled, variables)
+        norm = tf.linalg.global_norm([g for g in grads if g is not None])
+        finite = _all_replicas(common.update_is_finite(unscaled, norm))
+        _guarded_apply(model.optimizer, grads, variables, finite)
+        logs_stats[common.GRAD_NORM_KEY] = norm
+    logs = dict(
+        model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
     )
+    logs.update(logs_stats)
     return logs
+
+
+def _all_replicas(finite):
+    """`finite` reduced over the replicas: True only where every replica's
+    loss and gradients are finite, so that all refuse the same step."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return finite
+    bad = context.all_reduce(
+        tf.distribute.ReduceOp.SUM, tf.cast(tf.logical_not(finite), "float32")
+    )
+    return tf.equal(bad, 0.0)
+
+
+def _guarded_apply(optimizer, grads, variables, finite):
+    """`optimizer.apply_gradients` only where `finite` (in the graph).
+
+    Under a strategy whose optimizer update needs `merge_call` (e.g.
+    `MirroredStrategy`), the condition is taken in the cross-replica context,
+    as Keras' `LossScaleOptimizer` does: a `cond` in a replica context may
+    not hold a branch that calls `merge_call`.
+    """
+
+    def refuse():
+        optimizer.iterations.assign_add(1)
+
+    def apply_here():
+        optimizer.apply_gradients(zip(grads, variables))
+
+    if tf.__internal__.distribute.strategy_supports_no_merge_call():
+        tf.cond(finite, apply_here, refuse)
+        return
+
+    def cross_replica(distribution, grads, variables, finite):
+        first = distribution.experimental_local_results(finite)[0]
+
+        def apply():
+            def one_replica(g, v):
+                optimizer.apply_gradients(zip(g, v))
+
+            distribution.extended.call_for_each_replica(
+                one_replica, args=(grads, variables)
+            )
+
+        tf.cond(first, apply, refuse)
+
+    tf.distribute.get_replica_context().merge_call(
+        cross_replica, args=(grads, variables, finite)
+    )
 
 
 def variable_scope(model):
@@ -96,12 +151,14 @@ def make_phase_functions(model, accumulators, deltas):
         deltas: variables holding the per-step predicted weight change.
 
     Returns:
-        A dict of callables taking the fit loop's iterator: `"full"` (a
-        training step that also adds the weights to `accumulators`; one
-        compiled function serves every phase with a backward pass, so only
-        one is traced) and `"predict"`; and `"eval_loss"`, taking one batch as
-        returned by `next(iterator)` and returning the forward loss as a
-        scalar tensor (inference mode, no state change).
+        A dict of callables: `"full"` (a training step that also adds the
+        weights to `accumulators`, for FULL phases), `"train"` (the plain
+        training step, for every other phase with a backward pass) and
+        `"predict"`, each taking the fit loop's iterator; `"train_batch"`,
+        a training step on one batch as returned by `next(iterator)` (a
+        rejected jump's check batches); and `"eval_loss"`, taking one such
+        batch and returning the forward loss as a scalar tensor (inference
+        mode, no state change).
     """
 
     def full_collect(data):
@@ -119,14 +176,29 @@ def make_phase_functions(model, accumulators, deltas):
         per_replica = strategy.run(one_eval, args=(data,))
         return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, None)
 
+    def one_train(data):
+        logs = model.train_step(data)
+        return logs[common.LOSS_KEY], logs[common.GRAD_NORM_KEY]
+
+    def train_batch(data):
+        loss, norm = strategy.run(one_train, args=(data,))
+        mean = tf.distribute.ReduceOp.MEAN
+        return {
+            common.LOSS_KEY: strategy.reduce(mean, loss, None),
+            common.GRAD_NORM_KEY: strategy.reduce(mean, norm, None),
+        }
+
     if not model.run_eagerly:
         eval_loss = tf.function(eval_loss, reduce_retracing=True)
+        train_batch = tf.function(train_batch, reduce_retracing=True)
 
     return {
         "full": model._make_function(full_collect),
+        "train": model._hybrid_plain_train,
         "predict": model._make_function(
             lambda data: predict_step(model, deltas, data)
         ),
+        "train_batch": train_batch,
         "eval_loss": eval_loss,
     }
 

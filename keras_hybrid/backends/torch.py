@@ -22,23 +22,58 @@ def _track_loss(model, loss, x):
 
 def train_step(model, data):
     """A FULL step: Keras' PyTorch `train_step` plus the batch loss and the
-    global gradient norm under the keys of `common.STAT_KEYS`."""
+    global gradient norm under the keys of `common.STAT_KEYS`.
+
+    The update is applied only if the loss and every gradient are finite
+    (see `_guarded_apply`).
+    """
     model.zero_grad()
     x, y, sample_weight, y_pred, loss = common.forward(model, data, True)
     _track_loss(model, loss, x)
-    scaled = model.optimizer.scale_loss(loss)
     variables = model.trainable_weights[:]
-    scaled.backward()
-    grads = [v.value.grad for v in variables]
-    with torch.no_grad():
-        model.optimizer.apply(grads, variables)
-        norm = torch.sqrt(
-            sum(torch.sum(torch.square(g)) for g in grads if g is not None)
-        )
-    logs = dict(model.compute_metrics(x, y, y_pred, sample_weight=sample_weight))
-    logs[common.LOSS_KEY] = loss.detach()
-    logs[common.GRAD_NORM_KEY] = norm
-    return logs
+    logs = {common.LOSS_KEY: loss.detach()}
+    if variables:
+        model.optimizer.scale_loss(loss).backward()
+        grads = [v.value.grad for v in variables]
+        with torch.no_grad():
+            norm = torch.sqrt(
+                sum(torch.sum(torch.square(g)) for g in grads if g is not None)
+            )
+            finite = common.update_is_finite(loss.detach(), norm)
+            _guarded_apply(model.optimizer, grads, variables, finite)
+        logs[common.GRAD_NORM_KEY] = norm
+    metrics = model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+    return dict(metrics, **logs)
+
+
+def _guarded_apply(optimizer, grads, variables, finite, on_device=None):
+    """`optimizer.apply(grads, variables)` only where `finite`.
+
+    On the CPU, PyTorch runs synchronously, so the flag is read on the host
+    and a refused step skips the update (only `iterations` advances). On an
+    accelerator the flag stays on the device: the update is computed and
+    every updated variable keeps its old value where the flag is false.
+
+    Args:
+        on_device: force (True) or forbid (False) the device-side path;
+            `None` picks it from where `finite` lives.
+    """
+    if on_device is None:
+        on_device = finite.device.type != "cpu"
+    if not on_device:
+        if bool(finite):
+            optimizer.apply(grads, variables)
+        else:
+            optimizer.iterations.assign_add(1)
+        return
+    iterations = optimizer.iterations
+    guarded = list(variables) + [
+        v for v in optimizer.variables if v is not iterations
+    ]
+    old = [v.value.clone() for v in guarded]
+    optimizer.apply(grads, variables)
+    for variable, value in zip(guarded, old):
+        variable.value.copy_(torch.where(finite, variable.value, value))
 
 
 def predict_step(model, deltas, data):
@@ -72,8 +107,10 @@ def make_phase_functions(model, accumulators, deltas):
     def full(data):
         logs = model._hybrid_plain_train(data)
         with torch.no_grad():
-            for acc, variable in zip(accumulators, model.trainable_variables):
-                acc.assign_add(variable.value)
+            torch._foreach_add_(
+                [acc.value for acc in accumulators],
+                [variable.value for variable in model.trainable_variables],
+            )
         return logs
 
     def predict(data):
@@ -83,7 +120,13 @@ def make_phase_functions(model, accumulators, deltas):
         with torch.no_grad():
             return common.forward(model, batch, False)[-1]
 
-    return {"full": full, "predict": predict, "eval_loss": eval_loss}
+    return {
+        "full": full,
+        "train": model._hybrid_plain_train,
+        "predict": predict,
+        "train_batch": lambda batch: model._hybrid_plain_train([batch]),
+        "eval_loss": eval_loss,
+    }
 
 
 def next_batch(data):

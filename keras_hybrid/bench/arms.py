@@ -411,12 +411,17 @@ def _check_budget(budget):
 def child_main(connection, function_name, spec):
     """Entry point of a benchmark subprocess.
 
-    Runs `run_arm` or `profile_task` and sends `("ok", result)` or
+    Runs `run_arm`, `profile_task` or `measure_fit_overhead` and sends `("ok", result)` or
     `("error", traceback text)` through `connection`.
     """
+    from keras_hybrid.bench.overhead import measure_fit_overhead
     from keras_hybrid.bench.profile import profile_task
 
-    functions = {"run_arm": run_arm, "profile_task": profile_task}
+    functions = {
+        "run_arm": run_arm,
+        "profile_task": profile_task,
+        "measure_fit_overhead": measure_fit_overhead,
+    }
     try:
         result = functions[function_name](spec)
         connection.send(("ok", result))

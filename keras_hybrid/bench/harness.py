@@ -131,6 +131,10 @@ def _run_task(task, payload, n_seeds, base, predictors, quick, backend,
         **common, "seed": 0, "config": configs[predictors[0]],
         "calls": profile_calls,
     }, backend, f"[{task.name}] profile")
+    log(f"[{task.name}] fit() overhead with prediction disabled (seed 0)")
+    fit_overhead = _run_isolated("measure_fit_overhead", {
+        **common, "seed": 0, "config": configs[predictors[0]],
+    }, backend, f"[{task.name}] fit overhead")
     per_seed = []
     for index in range(n_seeds):
         raw = _run_seed(task.name, common, index, n_seeds, configs, backend,
@@ -154,6 +158,7 @@ def _run_task(task, payload, n_seeds, base, predictors, quick, backend,
         "overhead": figures.overhead_figures(
             task.name, profile, predictor_stats
         ),
+        "fit_overhead": fit_overhead,
     }
 
 

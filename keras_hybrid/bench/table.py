@@ -1,6 +1,7 @@
 """The benchmark's stdout table."""
 
 from keras_hybrid.bench import figures
+from keras_hybrid.bench.overhead import format_fit_overhead
 
 COLUMNS = (
     ("wall_clock_s", "train s", ".1f"),
@@ -86,6 +87,8 @@ def format_task(name, entry, n_seeds):
         ])
     lines += _align(rows, indent="  ")
     lines += format_overhead(name, entry["overhead"])
+    if entry.get("fit_overhead"):
+        lines.append(format_fit_overhead(entry["fit_overhead"]))
     return "\n".join(lines)
 
 

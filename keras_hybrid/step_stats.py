@@ -1,0 +1,111 @@
+"""`StepStatistics`: the per-step loss and gradient norm, kept on the device
+until the host needs them.
+
+Reading a tensor on the host after every step (`float(loss)`) makes the host
+wait for the step to finish before it dispatches the next one: TensorFlow and
+JAX can no longer run ahead, and on a small model the step time can double.
+The compiled steps therefore return their statistics as device tensors; this
+class holds them, with the step they belong to, and brings them all to the
+host in one transfer when the runner asks (every
+`divergence.check_interval_steps` steps and at the end of every phase). The
+monitor, the training state and the predictors then see every step's values,
+in order, a few steps late.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+
+
+@dataclasses.dataclass
+class StepRecord:
+    """The statistics of one step, on the host.
+
+    Attributes:
+        step: the controller's step count after the step.
+        loss: the batch loss.
+        grad_norm: the global gradient norm (`None` without a backward pass).
+        backward: whether the step ran a backward pass.
+        kind: what ran it (`"full"`, `"correction"`, `"predict"`, ...).
+    """
+
+    step: int
+    loss: float
+    grad_norm: object
+    backward: bool
+    kind: str
+
+
+class StepStatistics:
+    """Device-side per-step statistics and their batched read.
+
+    Attributes:
+        host_reads: the number of device-to-host transfers made so far.
+    """
+
+    def __init__(self):
+        self._pending = []
+        self.host_reads = 0
+
+    def __len__(self):
+        return len(self._pending)
+
+    def add(self, step, loss, grad_norm=None, kind="full"):
+        """Keeps one step's statistics (tensors; nothing is transferred).
+
+        Args:
+            step: the controller's step count after the step.
+            loss: the batch loss as a scalar tensor (or `None`).
+            grad_norm: the gradient norm as a scalar tensor, `None` for a
+                step without a backward pass.
+            kind: what ran the step.
+        """
+        if loss is None:
+            return
+        self._pending.append((int(step), loss, grad_norm, kind))
+
+    def read(self):
+        """Brings every pending value to the host in one transfer.
+
+        Returns:
+            A list of `StepRecord`, oldest first (empty if nothing pending).
+        """
+        pending, self._pending = self._pending, []
+        if not pending:
+            return []
+        values = []
+        for _, loss, grad_norm, _ in pending:
+            values.append(loss)
+            if grad_norm is not None:
+                values.append(grad_norm)
+        host = to_host(values)
+        self.host_reads += 1
+        records = []
+        i = 0
+        for step, _, grad_norm, kind in pending:
+            loss = float(host[i])
+            i += 1
+            norm = None
+            if grad_norm is not None:
+                norm = float(host[i])
+                i += 1
+            records.append(
+                StepRecord(step, loss, norm, grad_norm is not None, kind)
+            )
+        return records
+
+    def clear(self):
+        """Drops the pending values (their steps were undone)."""
+        self._pending = []
+
+
+def to_host(values):
+    """Scalar tensors as one float64 NumPy vector, in one transfer (one
+    stack on the device, then one copy)."""
+    dtypes = {keras.backend.standardize_dtype(v.dtype) for v in values}
+    if len(dtypes) > 1:
+        values = [keras.ops.cast(v, "float32") for v in values]
+    return np.asarray(
+        keras.ops.convert_to_numpy(keras.ops.stack(values)), dtype="float64"
+    ).reshape(-1)

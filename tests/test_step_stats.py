@@ -1,0 +1,256 @@
+"""Per-step statistics stay on the device; non-finite updates are refused
+inside the compiled step.
+
+Marked `backends`: `tests/test_backends.py` runs these under JAX and
+PyTorch too.
+"""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_hybrid as kh
+from keras_hybrid.step_stats import StepStatistics
+from tests.helpers import backend_is
+from tests.helpers import build_mlp
+from tests.helpers import compile_model
+from tests.helpers import eager_config
+
+pytestmark = pytest.mark.backends
+
+BATCH = 32
+
+
+class Batches(keras.utils.PyDataset):
+    """`x`, `y` in fixed batches; the inputs of batch `poisoned` are NaN."""
+
+    def __init__(self, x, y, poisoned=None):
+        super().__init__()
+        self.x, self.y, self.poisoned = x, y, poisoned
+
+    def __len__(self):
+        return len(self.x) // BATCH
+
+    def __getitem__(self, index):
+        x = self.x[index * BATCH:(index + 1) * BATCH].copy()
+        if index == self.poisoned:
+            x[:] = np.nan
+        return x, self.y[index * BATCH:(index + 1) * BATCH]
+
+
+class WeightWatch(keras.callbacks.Callback):
+    """At every step boundary: are all weights and optimizer slots finite,
+    and how many statistics reads has the runner made so far?"""
+
+    def __init__(self, callback):
+        super().__init__()
+        self.callback = callback
+        self.finite = []
+        self.reads = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        variables = list(self.model.variables) + list(
+            self.model.optimizer.variables
+        )
+        self.finite.append(all(
+            np.all(np.isfinite(keras.ops.convert_to_numpy(v)))
+            for v in variables
+        ))
+        self.reads.append(self.callback.runner.step_stats.host_reads)
+
+
+@pytest.mark.parametrize("poisoned", [0, 5, 11])
+def test_nan_step_never_reaches_the_weights(classification_data, poisoned):
+    x, y = classification_data
+    x, y = x[:12 * BATCH], y[:12 * BATCH]
+    model = compile_model(kh.HybridModel.wrap(build_mlp(0)))
+    # Long phases and a long read interval: no statistics read during the
+    # 12 steps, so only the compiled step can keep the NaN out.
+    config = kh.HybridConfig(
+        warmup_steps=100, full_steps=50, divergence={
+            "check_interval_steps": 1000
+        },
+    )
+    callback = kh.HybridPredictCallback(config)
+    watch = WeightWatch(callback)
+    model.fit(Batches(x, y, poisoned), epochs=1, verbose=0,
+              callbacks=[callback, watch])
+    assert watch.finite == [True] * 12
+    assert watch.reads == [0] * 12
+    # The monitor saw the non-finite step when the statistics were read at
+    # the end of fit() and rolled back to its last good point.
+    events = callback.report()["divergence_events"]
+    assert any("non_finite" in e["signal"] for e in events), events
+
+
+def test_refused_step_changes_nothing(classification_data):
+    """A NaN batch leaves weights and optimizer slots bit for bit as they
+    were (only `iterations` advances)."""
+    x, y = classification_data
+    model = compile_model(kh.HybridModel.wrap(build_mlp(0)))
+    model.fit(x[:64], y[:64], batch_size=BATCH, epochs=1, verbose=0,
+              shuffle=False)
+    before = [keras.ops.convert_to_numpy(v).copy()
+              for v in model.trainable_variables]
+    slots = [keras.ops.convert_to_numpy(v).copy()
+             for v in model.optimizer.variables
+             if v is not model.optimizer.iterations]
+    model.fit(Batches(x[:BATCH], y[:BATCH], poisoned=0), epochs=1, verbose=0)
+    for a, b in zip(before, model.trainable_variables):
+        np.testing.assert_array_equal(a, keras.ops.convert_to_numpy(b))
+    after = [v for v in model.optimizer.variables
+             if v is not model.optimizer.iterations]
+    for a, b in zip(slots, after):
+        np.testing.assert_array_equal(a, keras.ops.convert_to_numpy(b))
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 3
+
+
+def test_host_transfers_per_full_phase_are_bounded(classification_data,
+                                                   monkeypatch):
+    """Without prediction, the host reads the statistics once per
+    `check_interval_steps` and at phase ends, plus a bounded number of
+    transfers of phase-boundary work; never once per step."""
+    x, y = classification_data
+    model = compile_model(kh.HybridModel.wrap(build_mlp(0)))
+    config = eager_config(
+        warmup_steps=8, full_steps=16, enable_prediction=False,
+        divergence={"check_interval_steps": 8},
+    )
+    callback = kh.HybridPredictCallback(config)
+    real = keras.ops.convert_to_numpy
+    calls = []
+
+    def counting(value):
+        calls.append(1)
+        return real(value)
+
+    monkeypatch.setattr(keras.ops, "convert_to_numpy", counting)
+    steps = len(x) // BATCH  # 64 steps: warmup 8, then 3.5 FULL phases
+    model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0,
+              callbacks=[callback])
+    monkeypatch.undo()
+    runner = callback.runner
+    full_phases = steps // 16 + 1
+    # One read per 8 steps (phase ends fall on read steps here).
+    assert runner.step_stats.host_reads == steps // 8
+    # Each FULL phase end reads a few small figures (drift agreement,
+    # finiteness, shadow scores): bounded per phase, far below per step.
+    assert len(calls) <= runner.step_stats.host_reads + 6 * full_phases
+    assert len(calls) < steps // 2
+    summary = callback.report()["training_summary"]
+    assert summary["backward_reduction_pct"] == 0.0
+
+
+def test_statistics_reach_state_and_monitor_in_step_order(classification_data):
+    x, y = classification_data
+    _, runner = _fit(x, y, divergence={"check_interval_steps": 5})
+    steps = [s for s, _, _ in runner.state.losses]
+    assert steps == sorted(steps)
+    assert len(runner.step_stats) == 0
+    assert runner.monitor.steps_seen == runner.stats.backward
+
+
+def test_read_interval_one_reads_every_step(classification_data):
+    x, y = classification_data
+    _, runner = _fit(x[:640], y[:640], enable_prediction=False,
+                     divergence={"check_interval_steps": 1})
+    assert runner.step_stats.host_reads == 640 // BATCH
+
+
+def test_step_statistics_read_order_and_reset():
+    stats = StepStatistics()
+    stats.add(1, keras.ops.convert_to_tensor(2.0),
+              keras.ops.convert_to_tensor(0.5))
+    stats.add(2, keras.ops.convert_to_tensor(float("nan")), kind="predict")
+    stats.add(3, None)  # a step without statistics is not kept
+    assert len(stats) == 2
+    records = stats.read()
+    assert [(r.step, r.backward, r.kind) for r in records] == [
+        (1, True, "full"), (2, False, "predict")
+    ]
+    assert records[0].loss == 2.0 and records[0].grad_norm == 0.5
+    assert np.isnan(records[1].loss) and records[1].grad_norm is None
+    assert stats.host_reads == 1 and len(stats) == 0
+    assert stats.read() == [] and stats.host_reads == 1
+
+
+def test_rejected_jump_trains_its_check_batches(classification_data):
+    """Every batch of a rejected jump's forward checks is trained on after
+    the weights are restored: the backward count equals the steps that were
+    not skipped plus those check batches."""
+    x, y = classification_data
+    # loss_tolerance 0 and jump scales that overshoot far: rejections.
+    _, runner = _fit(
+        x, y, loss_tolerance=0.0, correction_interval=0,
+        predictor={"jump_scales": [10.0, 9.0]},
+    )
+    s = runner.stats
+    assert s.predictions_rejected >= 1
+    rejected = sum(1 for j in s.jumps if j["accepted_scale"] is None)
+    assert rejected == s.predictions_rejected
+    checks = runner.config.validation_samples
+    skipped_steps = s.steps["PREDICT"] - rejected * checks
+    total = sum(s.steps.values())
+    assert s.backward == total - skipped_steps
+    assert int(keras.ops.convert_to_numpy(
+        runner.model.optimizer.iterations)) == total
+
+
+def test_line_search_stops_when_losses_stop_improving(classification_data):
+    x, y = classification_data
+    _, runner = _fit(
+        x, y, predictor={"jump_scales": [10.0, 8.0, 4.0, 2.0, 1.0, 0.5, 0.0]},
+    )
+    assert runner.stats.jumps
+    for jump in runner.stats.jumps:
+        losses = [loss for _, loss in jump["tried"]]
+        # Only the last tried candidate may fail to improve on the one
+        # before it: the search stops there.
+        for earlier, later in zip(losses[:-2], losses[1:-1]):
+            assert later < earlier, jump
+
+
+@pytest.mark.skipif(not backend_is("jax"), reason="JAX jaxprs")
+def test_jax_full_step_has_no_host_callback(classification_data):
+    from keras_hybrid.backends import jax as jax_backend
+
+    x, y = classification_data
+    model, _ = _fit(x[:256], y[:256])
+    deltas = [np.zeros(v.shape, "float32") for v in model.trainable_variables]
+    counts = jax_backend.primitive_counts(
+        jax_backend.step_jaxpr(model, "full", deltas, (x[:32], y[:32]))
+    )
+    assert counts["cond"] == 1  # the finite guard of the update
+    assert not [p for p in counts if "callback" in p], counts
+
+
+@pytest.mark.skipif(not backend_is("torch"), reason="PyTorch device path")
+def test_torch_device_side_guard_keeps_old_values():
+    import torch
+
+    from keras_hybrid.backends import torch as torch_backend
+
+    variable = keras.Variable(np.ones(3, "float32"))
+    optimizer = keras.optimizers.Adam(0.1)
+    optimizer.build([variable])
+    grads = [torch.tensor([1.0, float("nan"), 1.0])]
+    torch_backend._guarded_apply(
+        optimizer, grads, [variable], torch.tensor(False), on_device=True
+    )
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable),
+                                  np.ones(3))
+    for slot in optimizer.variables:
+        assert np.all(np.isfinite(keras.ops.convert_to_numpy(slot)))
+    torch_backend._guarded_apply(
+        optimizer, [torch.ones(3)], [variable], torch.tensor(True),
+        on_device=True,
+    )
+    assert np.all(keras.ops.convert_to_numpy(variable) < 1.0)
+
+
+def _fit(x, y, **config):
+    model = compile_model(kh.HybridModel.wrap(build_mlp(0)))
+    callback = kh.HybridPredictCallback(eager_config(**config))
+    model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0,
+              callbacks=[callback], shuffle=False)
+    return model, callback.runner
