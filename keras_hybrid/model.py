@@ -51,6 +51,7 @@ class HybridModel(keras.Model):
         self._hybrid_pending_full = 0
         self._hybrid_resume = None
         self._hybrid_last_runner = None
+        self._hybrid_compiled = None
         self.hybrid_config = None
 
     # ---------------------------------------------------------- wrapping

@@ -9,6 +9,7 @@ predictor and report, and advances the controller.
 
 import math
 import time
+import types
 
 import keras
 import numpy as np
@@ -97,6 +98,40 @@ class HybridRunner(RecoveryMixin):
         """Creates what depends on the model's variables (once built)."""
         model = self.model
         self.variables = list(model.trainable_variables)
+        # The compiled functions and the variables they work on are kept on
+        # the model between `fit()` calls (traced once, not per call) while
+        # the model's plain train function and variables stay the same.
+        key = (
+            id(getattr(model, "_hybrid_plain_train", None)),
+            id(model.optimizer),
+            tuple(id(v) for v in self.variables),
+        )
+        cached = getattr(model, "_hybrid_compiled", None)
+        if cached is not None and cached.key == key:
+            self.trajectory = cached.trajectory
+            self.trajectory.reset()
+            self.deltas = cached.deltas
+            self.functions = cached.functions
+            self._good_vars = cached.good_vars
+        else:
+            self._build_functions()
+            # A plain object: Keras does not track what it holds as the
+            # model's own variables.
+            model._hybrid_compiled = types.SimpleNamespace(
+                key=key, trajectory=self.trajectory, deltas=self.deltas,
+                functions=self.functions, good_vars=None,
+            )
+        self.predictor = dynamics.get(self.config, self.trajectory)
+        # The weights training starts from are the first rollback target: a
+        # non-finite first step (refused in the compiled step) can be
+        # recovered from like any later one.
+        self._save_good_point()
+        self.model._hybrid_compiled.good_vars = self._good_vars
+        if self.controller.phase == Phase.FULL:
+            self._start_full()
+
+    def _build_functions(self):
+        model = self.model
         with self.backend.variable_scope(model):
             self.trajectory = WeightTrajectory(self.variables)
             self.deltas = [
@@ -110,13 +145,6 @@ class HybridRunner(RecoveryMixin):
         self.functions = self.backend.make_phase_functions(
             model, self.trajectory.accumulators, self.deltas
         )
-        self.predictor = dynamics.get(self.config, self.trajectory)
-        # The weights training starts from are the first rollback target: a
-        # non-finite first step (refused in the compiled step) can be
-        # recovered from like any later one.
-        self._save_good_point()
-        if self.controller.phase == Phase.FULL:
-            self._start_full()
 
     # ================================================================ step
     def run(self, iterator):

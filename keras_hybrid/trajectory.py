@@ -135,6 +135,11 @@ class WeightTrajectory:
         self._close = compile_function(self._close_impl)
         self._finish = compile_function(self._finish_impl)
         self._target = compile_function(self._target_impl)
+        self.reset()
+
+    def reset(self):
+        """Forgets every phase (a new `fit()`); the running sums are reset
+        at the next phase start."""
         self.count = 0
         self.first_mean = None
         self.first_count = 0
