@@ -18,6 +18,7 @@ import keras
 from keras import ops
 
 from keras_hybrid.backends import compile_function
+from keras_hybrid.backends import compile_update
 
 
 class VariableSnapshots:
@@ -30,17 +31,8 @@ class VariableSnapshots:
 
     def __init__(self, variables):
         self.variables = list(variables)
-        self._take = compile_function(
-            lambda: [ops.copy(ops.convert_to_tensor(v)) for v in self.variables]
-        )
-        self._restore = compile_function(self._assign)
-
-    def _assign(self, values):
-        # Assign copies: on JAX a variable takes the array itself, and the
-        # next step donates it, which would delete the snapshot.
-        for variable, value in zip(self.variables, values):
-            variable.assign(ops.copy(value))
-        return values[0] if values else None
+        self._take = compile_update(_take_copies, self.variables)
+        self._restore = compile_update(_assign_copies, self.variables)
 
     def take(self):
         """Returns copies of the variables' current values."""
@@ -49,6 +41,17 @@ class VariableSnapshots:
     def restore(self, values):
         """Assigns `values` to the variables (exactly, bit for bit)."""
         self._restore(list(values))
+
+
+def _take_copies(values):
+    return None, [ops.copy(v) for v in values]
+
+
+def _assign_copies(values, new_values):
+    # Assign copies: on JAX a variable takes the array itself, and the next
+    # step donates it, which would delete the snapshot.
+    del values
+    return [ops.copy(v) for v in new_values], None
 
 
 def _cosine_parts(a, b):
@@ -131,10 +134,11 @@ class WeightTrajectory:
             for i, v in enumerate(self.variables)
         ]
         self.snapshots = VariableSnapshots(self.variables)
-        self._reset = compile_function(self._reset_impl)
-        self._close = compile_function(self._close_impl)
-        self._finish = compile_function(self._finish_impl)
-        self._target = compile_function(self._target_impl)
+        self._reset = compile_update(_zeros, self.accumulators)
+        self._close = compile_update(_means_and_zeros, self.accumulators)
+        self._finish = compile_update(_second_mean_and_drift,
+                                      self.accumulators)
+        self._target = compile_function(_target)
         self.reset()
 
     def reset(self):
@@ -148,30 +152,6 @@ class WeightTrajectory:
         self.drift = None
         self.previous_drift = None
         self._consistency = None
-
-    # ------------------------------------------------ compiled bodies
-    def _reset_impl(self):
-        for acc in self.accumulators:
-            acc.assign(ops.zeros(acc.shape, dtype=acc.dtype))
-        return ops.zeros(())
-
-    def _close_impl(self, count):
-        means = [ops.divide(ops.convert_to_tensor(acc), count)
-                 for acc in self.accumulators]
-        for acc in self.accumulators:
-            acc.assign(ops.zeros(acc.shape, dtype=acc.dtype))
-        return means
-
-    def _finish_impl(self, count, first, distance):
-        second = [ops.divide(ops.convert_to_tensor(acc), count)
-                  for acc in self.accumulators]
-        drift = [ops.divide(ops.subtract(b, a), distance)
-                 for a, b in zip(first, second)]
-        return second, drift
-
-    def _target_impl(self, means, drift, offset):
-        return [ops.add(m, ops.multiply(d, offset))
-                for m, d in zip(means, drift)]
 
     # ------------------------------------------------------- API
     @property
@@ -238,6 +218,26 @@ class WeightTrajectory:
     def drift_consistency(self):
         """Cosine between the last two phases' drifts (`None` before two)."""
         return self._consistency
+
+
+def _zeros(sums):
+    return [ops.zeros_like(s) for s in sums], None
+
+
+def _means_and_zeros(sums, count):
+    means = [ops.divide(s, count) for s in sums]
+    return [ops.zeros_like(s) for s in sums], means
+
+
+def _second_mean_and_drift(sums, count, first, distance):
+    second = [ops.divide(s, count) for s in sums]
+    drift = [ops.divide(ops.subtract(b, a), distance)
+             for a, b in zip(first, second)]
+    return None, (second, drift)
+
+
+def _target(means, drift, offset):
+    return [ops.add(m, ops.multiply(d, offset)) for m, d in zip(means, drift)]
 
 
 def _scalar(value):

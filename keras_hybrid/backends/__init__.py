@@ -27,14 +27,60 @@ def get():
 
 
 def compile_function(function):
-    """Compiles a function of tensors (and captured variables) into one
-    dispatch where the backend can: phase-boundary work (averages, drift,
-    snapshots) would otherwise cost one eager op per variable."""
-    if keras.backend.backend() == "tensorflow":
+    """Compiles a pure function of tensors (no variable read or written
+    inside) into one dispatch where the backend can (`tf.function`,
+    `jax.jit`; PyTorch runs it eagerly): phase-boundary work (averages,
+    drift, agreement) would otherwise cost one eager op per variable."""
+    name = keras.backend.backend()
+    if name == "tensorflow":
         import tensorflow as tf
 
         return tf.function(function, reduce_retracing=True, autograph=False)
+    if name == "jax":
+        import jax
+
+        return jax.jit(function)
     return function
+
+
+def compile_update(function, variables):
+    """Compiles `function(values, *args) -> (new_values, output)` into a
+    callable `(*args) -> output` that reads `variables`, runs `function`
+    once and assigns `new_values` to them (`None`: no assignment).
+
+    TensorFlow reads and assigns the variables inside one `tf.function`;
+    JAX runs one `jax.jit` call between reading the arrays and assigning the
+    results (both without device work); PyTorch runs it eagerly.
+    """
+    variables = list(variables)
+    name = keras.backend.backend()
+
+    def stateful(*args):
+        values = [keras.ops.convert_to_tensor(v) for v in variables]
+        new_values, output = function(values, *args)
+        if new_values is not None:
+            for variable, value in zip(variables, new_values):
+                variable.assign(value)
+        return output
+
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(stateful, reduce_retracing=True, autograph=False)
+    if name != "jax":
+        return stateful
+    import jax
+
+    pure = jax.jit(function)
+
+    def jax_stateful(*args):
+        new_values, output = pure([v.value for v in variables], *args)
+        if new_values is not None:
+            for variable, value in zip(variables, new_values):
+                variable.assign(value)
+        return output
+
+    return jax_stateful
 
 
 def global_random_state():

@@ -70,10 +70,11 @@ def _guarded_apply(optimizer, grads, variables, finite, on_device=None):
     guarded = list(variables) + [
         v for v in optimizer.variables if v is not iterations
     ]
-    old = [v.value.clone() for v in guarded]
-    optimizer.apply(grads, variables)
-    for variable, value in zip(guarded, old):
-        variable.value.copy_(torch.where(finite, variable.value, value))
+    with torch.no_grad():
+        old = [v.value.clone() for v in guarded]
+        optimizer.apply(grads, variables)
+        for variable, value in zip(guarded, old):
+            variable.value.copy_(torch.where(finite, variable.value, value))
 
 
 def predict_step(model, deltas, data):
