@@ -57,6 +57,12 @@ def build_parser():
         "equal-budget arm) each (default: all of them; with --quick only the "
         "config's predictor.type)",
     )
+    bench.add_argument(
+        "--overhead-repetitions", type=_non_negative_int, default=3,
+        help="alternated repetitions of plain fit() against the hybrid with "
+        "prediction disabled, per task (the fit() overhead; default 3; 0 "
+        "skips it)",
+    )
     bench.set_defaults(command_parser=bench)
     summary = commands.add_parser(
         "summary",
@@ -118,6 +124,18 @@ def _add_run_arguments(parser, out, quick_help):
     )
 
 
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"must be a non-negative integer. Received: {text!r}"
+        )
+    return value
+
+
 def _positive_int(text):
     try:
         value = int(text)
@@ -161,7 +179,8 @@ def resolve_bench_args(parser, args):
         predictors = [config.predictor.type]
     else:
         predictors = list(dynamics.AVAILABLE)
-    return {**common, "config": args.config, "predictors": predictors}
+    return {**common, "config": args.config, "predictors": predictors,
+            "overhead_repetitions": args.overhead_repetitions}
 
 
 def resolve_headroom_args(parser, args):

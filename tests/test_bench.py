@@ -6,9 +6,11 @@ import os
 import numpy as np
 import pytest
 
+import keras_hybrid as kh
 from keras_hybrid import cli
 from keras_hybrid.bench import arms
 from keras_hybrid.bench import figures
+from keras_hybrid.bench import overhead
 from keras_hybrid.bench import summary
 from keras_hybrid.bench import table
 from keras_hybrid.bench.harness import run_benchmark
@@ -271,7 +273,7 @@ def test_run_benchmark_schema(tmp_path):
     result = run_benchmark(
         [TinyTask(n=64, epochs=3)], seeds=1, config=TINY_CONFIG,
         out_dir=str(out), progress=False, profile_calls=3,
-        predictors=["drift"],
+        predictors=["drift"], overhead_repetitions=2, overhead_steps=6,
     )
     data = _strict_json(out / "bench.json")
     assert data == json.loads(json.dumps(result))
@@ -315,6 +317,10 @@ def test_run_benchmark_schema(tmp_path):
     assert "hybrid-drift/truncated-drift" in task["ratios"]
     assert {"plain_ms", "full_ms", "predict_ms", "skip_ms", "checks",
             "step_split"} <= set(task["overhead"])
+    fit_overhead = task["fit_overhead"]
+    assert fit_overhead["steps"] == 6 and fit_overhead["repetitions"] == 2
+    assert len(fit_overhead["plain_s"]) == len(fit_overhead["hybrid_s"]) == 2
+    assert fit_overhead["ratio_of_min"] > 0
     assert task["plot"] == "tiny.png"
     assert os.path.getsize(out / "tiny.png") > 0
     rows = summary.predictor_rows(data)
@@ -410,11 +416,14 @@ def test_cli_defaults():
          "--out", "x", "--backend", "tensorflow"]))
     assert custom == {"tasks": "mnist1d-mlp", "seeds": 2,
                       "config": "aggressive", "quick": True, "out_dir": "x",
-                      "backend": "tensorflow", "predictors": ["drift"]}
+                      "backend": "tensorflow", "predictors": ["drift"],
+                      "overhead_repetitions": 3}
     assert full["predictors"] == ["drift", "linear", "mlp", "rssm"]
     chosen = cli.resolve_bench_args(parser, parser.parse_args(
-        ["bench", "--predictors", "mlp, rssm"]))
+        ["bench", "--predictors", "mlp, rssm", "--overhead-repetitions",
+         "0"]))
     assert chosen["predictors"] == ["mlp", "rssm"]
+    assert chosen["overhead_repetitions"] == 0
 
 
 def test_same_seed_same_run():
@@ -435,3 +444,42 @@ def test_subprocess_error_is_reported(tmp_path):
     with pytest.raises(RuntimeError, match="failed on purpose"):
         run_benchmark([FailingTask()], seeds=1, out_dir=str(tmp_path),
                       progress=False, profile_calls=1)
+
+
+# ========================================================= fit overhead
+def test_fit_overhead_summary_pairs_repetitions():
+    result = overhead.summarize([2.0, 1.0, 4.0], [3.0, 1.5, 4.0])
+    assert result["ratios"] == [1.5, 1.5, 1.0]
+    assert result["ratio_of_min"] == 1.5
+    assert (result["ratio_min"], result["ratio_median"],
+            result["ratio_max"]) == (1.0, 1.5, 1.5)
+    assert "1.500 of the minima" in overhead.format_fit_overhead(
+        {**result, "steps": 10, "repetitions": 3}
+    )
+    with pytest.raises(ValueError, match="equal length"):
+        overhead.summarize([1.0], [1.0, 2.0])
+
+
+def test_fit_overhead_window_starts_after_every_trace():
+    config = kh.HybridConfig(warmup_steps=7, full_steps=5)
+    assert overhead.window_start(config) == 7 + 2 * 5 + 1
+
+
+def test_fit_overhead_measures_prediction_disabled():
+    result = overhead.measure_fit_overhead({
+        "task": TinyTask(), "seed": 0, "config": TINY_CONFIG,
+        "repetitions": 1, "steps": 4,
+    })
+    assert result["steps"] == 4 and result["repetitions"] == 1
+    assert result["window_start"] == overhead.window_start(
+        kh.HybridConfig.from_dict(TINY_CONFIG)
+    )
+    assert result["plain_s"][0] > 0 and result["hybrid_s"][0] > 0
+
+
+def test_bad_overhead_arguments(tmp_path):
+    with pytest.raises(ValueError, match="overhead_repetitions"):
+        run_benchmark([TinyTask()], overhead_repetitions=-1,
+                      out_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="overhead_steps"):
+        run_benchmark([TinyTask()], overhead_steps=0, out_dir=str(tmp_path))

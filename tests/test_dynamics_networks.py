@@ -6,15 +6,15 @@ import keras
 import numpy as np
 import pytest
 
+from keras_hybrid.dynamics.ensemble import Ensemble
 from keras_hybrid.dynamics.networks import BOOTSTRAP_ROWS
-from keras_hybrid.dynamics.networks import Ensemble
 from keras_hybrid.dynamics.networks import LinearDynamics
 from keras_hybrid.dynamics.networks import MLPDynamics
 from keras_hybrid.dynamics.networks import OutcomeHeads
-from keras_hybrid.dynamics.networks import RSSMDynamics
 from keras_hybrid.dynamics.networks import inverse_soft_clip
 from keras_hybrid.dynamics.networks import inverse_softplus
 from keras_hybrid.dynamics.networks import outcome_loss
+from keras_hybrid.dynamics.rssm import RSSMDynamics
 
 pytestmark = pytest.mark.backends
 

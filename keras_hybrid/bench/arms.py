@@ -1,8 +1,8 @@
 """The benchmark arms, as run inside one process.
 
 `keras_hybrid.bench.harness` runs each of these in its own fresh subprocess
-(`child_main`), but they are ordinary functions: `run_arm(spec)` can be called
-in-process (the tests do).
+(through `keras_hybrid.bench.child`), but they are ordinary functions:
+`run_arm(spec)` can be called in-process (the tests do).
 
 An arm spec is a dict:
 
@@ -27,7 +27,6 @@ import math
 import resource
 import sys
 import time
-import traceback
 
 import keras
 import numpy as np
@@ -405,28 +404,3 @@ def _check_budget(budget):
             f"hybrid arm's backward passes). Received: budget={budget!r}"
         )
     return int(budget)
-
-
-# ============================================================ subprocess
-def child_main(connection, function_name, spec):
-    """Entry point of a benchmark subprocess.
-
-    Runs `run_arm`, `profile_task` or `measure_fit_overhead` and sends `("ok", result)` or
-    `("error", traceback text)` through `connection`.
-    """
-    from keras_hybrid.bench.overhead import measure_fit_overhead
-    from keras_hybrid.bench.profile import profile_task
-
-    functions = {
-        "run_arm": run_arm,
-        "profile_task": profile_task,
-        "measure_fit_overhead": measure_fit_overhead,
-    }
-    try:
-        result = functions[function_name](spec)
-        connection.send(("ok", result))
-    except BaseException:  # noqa: BLE001 - reported to the parent.
-        connection.send(("error", traceback.format_exc()))
-    finally:
-        connection.close()
-

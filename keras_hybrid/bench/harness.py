@@ -34,6 +34,7 @@ import sys
 import time
 
 from keras_hybrid.bench import arms
+from keras_hybrid.bench import child
 from keras_hybrid.bench import figures
 from keras_hybrid.bench import table
 from keras_hybrid.report import clean_json
@@ -52,7 +53,8 @@ TASK_ATTRIBUTES = (
 
 def run_benchmark(tasks, seeds=3, config="balanced", quick=False,
                   out_dir="bench_out", backend=None, predictors=None,
-                  progress=True, epochs=None, profile_calls=PROFILE_CALLS):
+                  progress=True, epochs=None, profile_calls=PROFILE_CALLS,
+                  overhead_repetitions=3, overhead_steps=None):
     """Runs the benchmark and writes `bench.json` and one PNG per task.
 
     Args:
@@ -72,6 +74,12 @@ def run_benchmark(tasks, seeds=3, config="balanced", quick=False,
         progress: print progress lines.
         epochs: if set, overrides every task's number of epochs.
         profile_calls: timed calls per function in the overhead profile.
+        overhead_repetitions: alternated repetitions of the `fit()`
+            overhead measurement (plain `fit` against the hybrid with
+            prediction disabled; see `keras_hybrid.bench.overhead`); 0 skips
+            it.
+        overhead_steps: timed steps per repetition of that measurement
+            (`None`: 200, 60 with `quick`).
 
     Returns:
         The `bench.json` content as a dict.
@@ -83,6 +91,7 @@ def run_benchmark(tasks, seeds=3, config="balanced", quick=False,
     if epochs is not None:
         _check_positive_int("epochs", epochs)
     _check_positive_int("profile_calls", profile_calls)
+    overhead = _check_overhead(overhead_repetitions, overhead_steps)
     base = HybridConfig.resolve(config)
     predictors = _check_predictors(predictors)
     backend = _check_backend(backend)
@@ -105,7 +114,7 @@ def run_benchmark(tasks, seeds=3, config="balanced", quick=False,
     start = time.perf_counter()
     for task, payload in task_list:
         entry = _run_task(task, payload, n_seeds, base, predictors, quick,
-                          backend, epochs, profile_calls, log)
+                          backend, epochs, profile_calls, log, overhead)
         result["tasks"][task.name] = entry
         result["backend"] = entry.get("backend") or result["backend"]
         result["elapsed_s"] = time.perf_counter() - start
@@ -122,7 +131,7 @@ def run_benchmark(tasks, seeds=3, config="balanced", quick=False,
 
 # =============================================================== per task
 def _run_task(task, payload, n_seeds, base, predictors, quick, backend,
-              epochs, profile_calls, log):
+              epochs, profile_calls, log, overhead=None):
     common = arm_common(task, payload, quick, epochs)
     epochs, eval_every = common["epochs"], common["eval_every"]
     configs = {p: _with_predictor(base, p) for p in predictors}
@@ -131,10 +140,13 @@ def _run_task(task, payload, n_seeds, base, predictors, quick, backend,
         **common, "seed": 0, "config": configs[predictors[0]],
         "calls": profile_calls,
     }, backend, f"[{task.name}] profile")
-    log(f"[{task.name}] fit() overhead with prediction disabled (seed 0)")
-    fit_overhead = _run_isolated("measure_fit_overhead", {
-        **common, "seed": 0, "config": configs[predictors[0]],
-    }, backend, f"[{task.name}] fit overhead")
+    fit_overhead = None
+    if overhead and overhead["repetitions"]:
+        log(f"[{task.name}] fit() overhead, prediction disabled (seed 0)")
+        fit_overhead = _run_isolated("measure_fit_overhead", {
+            **common, **overhead, "seed": 0,
+            "config": configs[predictors[0]],
+        }, backend, f"[{task.name}] fit overhead")
     per_seed = []
     for index in range(n_seeds):
         raw = _run_seed(task.name, common, index, n_seeds, configs, backend,
@@ -298,11 +310,12 @@ def _plot(name, entry, out_dir):
 
 # ============================================================ subprocesses
 def _run_isolated(function_name, spec, backend, label):
-    """Runs `arms.<function_name>(spec)` in a fresh spawned subprocess."""
+    """Runs `child.FUNCTIONS[function_name](spec)` in a fresh spawned
+    subprocess."""
     context = multiprocessing.get_context("spawn")
     receiver, sender = context.Pipe(duplex=False)
     process = context.Process(
-        target=arms.child_main, args=(sender, function_name, spec)
+        target=child.child_main, args=(sender, function_name, spec)
     )
     with _child_environment(backend):
         process.start()
@@ -396,6 +409,19 @@ def _check_positive_int(name, value):
             f"`{name}` must be a positive integer. Received: {name}={value!r}"
         )
     return value
+
+
+def _check_overhead(repetitions, steps):
+    if isinstance(repetitions, bool) or not isinstance(repetitions, int) or (
+        repetitions < 0
+    ):
+        raise ValueError(
+            "`overhead_repetitions` must be a non-negative integer. "
+            f"Received: overhead_repetitions={repetitions!r}"
+        )
+    if steps is not None:
+        _check_positive_int("overhead_steps", steps)
+    return {"repetitions": repetitions, "steps": steps}
 
 
 def _check_predictors(predictors):

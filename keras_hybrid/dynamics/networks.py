@@ -19,8 +19,7 @@ All networks are small `keras.Model`s with their own Adam optimizer, compiled
 at construction, so they can be trained online (`train`, `train_on_batch`)
 while an outer model's `fit()` runs. Only `keras.ops` / layers / random are
 used, so they run on every Keras backend. Callers should standardize the
-features. `RSSMDynamics` (rssm.py) and `Ensemble` (ensemble.py) are also
-importable from here.
+features. `RSSMDynamics` is in rssm.py, `Ensemble` in ensemble.py.
 """
 
 import math
@@ -364,14 +363,3 @@ class MLPDynamics(DynamicsNetwork):
         return {**super().get_config(), "hidden_dims": self.hidden_dims,
                 "activation": self.activation, "dropout": self.dropout,
                 "l2_regularization": self.l2_regularization}
-
-
-def __getattr__(name):
-    # Lazy re-exports (rssm.py / ensemble.py import this module).
-    if name == "RSSMDynamics":
-        from keras_hybrid.dynamics.rssm import RSSMDynamics
-        return RSSMDynamics
-    if name in ("Ensemble", "EnsemblePrediction", "disagreement_to_confidence"):
-        from keras_hybrid.dynamics import ensemble
-        return getattr(ensemble, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
