@@ -30,7 +30,6 @@ from keras_hybrid.step_stats import to_host
 from keras_hybrid.trajectory import WeightTrajectory
 from keras_hybrid.trajectory import all_finite
 from keras_hybrid.trajectory import finite_flag
-from keras_hybrid.trajectory import delta_agreement
 
 
 class HybridRunner(RecoveryMixin):
@@ -401,7 +400,7 @@ class HybridRunner(RecoveryMixin):
             self._save_good_point()
             self.monitor.healthy()
         self._phase_alarm = False
-        have_drift = self.trajectory.finish_phase()
+        have_drift = self.trajectory.finish_phase(self._pending_shadow())
         self.predictor.update_from_observation(
             self._phase_start_features, self.state, self._phase_losses
         )
@@ -450,24 +449,17 @@ class HybridRunner(RecoveryMixin):
         """
         tr = self.trajectory
         pending, self._shadow = self._shadow, None
-        if pending is not None and self._shadow_contiguous:
-            distance = len(self._phase_losses) + pending["lag"] - tr.lag
-            if distance > 0:
-                cos, error = delta_agreement(
-                    pending["per_step"], tr.second_mean, pending["mean"],
-                    distance,
-                )
-                if cos is not None:
-                    actual = tail_mean([l for _, l in self._phase_losses])
-                    success = error < 1.0
-                    self.stats.shadow_check(
-                        cos, error, pending["loss"], actual,
-                        pending["confidence"], success,
-                    )
-                    self.predictor.record_shadow(
-                        pending["confidence"], success, error
-                    )
-                    self.control.residual(error)
+        # Scored inside `finish_phase` (see `_pending_shadow`).
+        cos, error = tr.shadow_agreement
+        if pending is not None and cos is not None:
+            actual = tail_mean([l for _, l in self._phase_losses])
+            success = error < 1.0
+            self.stats.shadow_check(
+                cos, error, pending["loss"], actual, pending["confidence"],
+                success,
+            )
+            self.predictor.record_shadow(pending["confidence"], success, error)
+            self.control.residual(error)
         self._shadow_contiguous = True
         if not self.predictor.ready():
             return
@@ -475,7 +467,14 @@ class HybridRunner(RecoveryMixin):
         outcome = self.predictor.predict_phase_outcome(
             self.state, self.config.full_steps
         )
-        if not all_finite(outcome.per_step_delta):
+        per_step = list(outcome.per_step_delta)
+        if len(per_step) == len(tr.drift) and all(
+            a is b for a, b in zip(per_step, tr.drift)
+        ):
+            finite = tr.drift_finite  # checked inside finish_phase
+        else:
+            finite = all_finite(per_step)
+        if not finite:
             return
         self._shadow = {
             "per_step": list(outcome.per_step_delta),
@@ -484,6 +483,19 @@ class HybridRunner(RecoveryMixin):
             "loss": outcome.predicted_loss,
             "confidence": self.confidence,
         }
+
+    def _pending_shadow(self):
+        """The shadow prediction to score at this FULL phase's end, as
+        `WeightTrajectory.finish_phase` takes it (`None` if there is none or
+        the phase does not continue the one it was made at)."""
+        pending = self._shadow
+        if pending is None or not self._shadow_contiguous:
+            return None
+        new_lag = (self.trajectory.count - 1) / 2.0
+        distance = len(self._phase_losses) + pending["lag"] - new_lag
+        if distance <= 0:
+            return None
+        return pending["per_step"], pending["mean"], distance
 
     def interrupt(self):
         """The weights change outside a FULL phase (PREDICT, rollback): the

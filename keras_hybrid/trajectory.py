@@ -81,6 +81,17 @@ _agreement_compiled = compile_function(_agreement_parts)
 def cosine(a, b):
     """Cosine similarity between two lists of tensors (0 if either is 0)."""
     ab, na, nb = ops.convert_to_numpy(_cosine_parts_compiled(list(a), list(b)))
+    return _cosine_from_parts(ab, na, nb)
+
+
+def _agreement_from_parts(pa, pp, aa):
+    if aa <= 0.0 or not np.isfinite(pp):
+        return None, None
+    cos = float(pa / np.sqrt(pp * aa)) if pp > 0.0 else 0.0
+    return cos, float(np.sqrt(max(pp - 2.0 * pa + aa, 0.0) / aa))
+
+
+def _cosine_from_parts(ab, na, nb):
     if na <= 0.0 or nb <= 0.0:
         return 0.0
     return float(ab / np.sqrt(na * nb))
@@ -99,10 +110,7 @@ def delta_agreement(predicted, new_mean, old_mean, distance):
     pa, pp, aa = ops.convert_to_numpy(_agreement_compiled(
         list(predicted), list(new_mean), list(old_mean), _scalar(distance)
     ))
-    if aa <= 0.0 or not np.isfinite(pp):
-        return None, None
-    cos = float(pa / np.sqrt(pp * aa)) if pp > 0.0 else 0.0
-    return cos, float(np.sqrt(max(pp - 2.0 * pa + aa, 0.0) / aa))
+    return _agreement_from_parts(pa, pp, aa)
 
 
 def finite_flag(values):
@@ -152,6 +160,9 @@ class WeightTrajectory:
         self.drift = None
         self.previous_drift = None
         self._consistency = None
+        self.drift_finite = False
+        self.shadow_agreement = (None, None)
+        self._zeroed = False
 
     # ------------------------------------------------------- API
     @property
@@ -165,7 +176,9 @@ class WeightTrajectory:
 
     def start_phase(self):
         """Resets the sums at the start of a FULL phase."""
-        self._reset()
+        if not self._zeroed:
+            self._reset()
+        self._zeroed = False
         self.count = 0
         self.first_mean = None
         self.first_count = 0
@@ -180,23 +193,45 @@ class WeightTrajectory:
         self.first_count = self.count
         self.count = 0
 
-    def finish_phase(self):
-        """Closes the phase: second-half average and per-step drift.
+    def finish_phase(self, shadow=None):
+        """Closes the phase: second-half average and per-step drift, in one
+        compiled call that also resets the sums and computes the figures
+        read at a phase end (drift agreement with the previous phase,
+        finiteness, and the score of a shadow prediction), brought to the
+        host in one transfer.
+
+        Args:
+            shadow: optional `(per_step, old_mean, distance)`: a per-step
+                change predicted from `old_mean`, scored against the real
+                per-step change `(second_mean - old_mean) / distance`
+                (`shadow_agreement`).
 
         Returns:
             `True` if a drift is available (both halves had steps).
         """
+        self.shadow_agreement = (None, None)
         if self.first_mean is None or self.count == 0:
             return False
         distance = (self.first_count + self.count) / 2.0
         self.previous_drift = self.drift
-        self.second_mean, self.drift = self._finish(
-            _scalar(self.count), self.first_mean, _scalar(distance)
+        shadow_values = None
+        if shadow is not None:
+            per_step, old_mean, shadow_distance = shadow
+            shadow_values = (list(per_step), list(old_mean),
+                             _scalar(shadow_distance))
+        (self.second_mean, self.drift), figures = self._finish(
+            _scalar(self.count), self.first_mean, _scalar(distance),
+            self.previous_drift, shadow_values,
         )
+        self._zeroed = True
+        figures = ops.convert_to_numpy(figures)
         self.second_count = self.count
+        self.drift_finite = bool(figures[0])
         self._consistency = None
         if self.previous_drift is not None:
-            self._consistency = cosine(self.drift, self.previous_drift)
+            self._consistency = _cosine_from_parts(*figures[1:4])
+        if shadow is not None:
+            self.shadow_agreement = _agreement_from_parts(*figures[4:7])
         return True
 
     @property
@@ -229,11 +264,22 @@ def _means_and_zeros(sums, count):
     return [ops.zeros_like(s) for s in sums], means
 
 
-def _second_mean_and_drift(sums, count, first, distance):
+def _second_mean_and_drift(sums, count, first, distance, previous, shadow):
     second = [ops.divide(s, count) for s in sums]
     drift = [ops.divide(ops.subtract(b, a), distance)
              for a, b in zip(first, second)]
-    return None, (second, drift)
+    zero = ops.zeros((3,))
+    figures = [ops.reshape(_finite(drift), (1,))]
+    figures.append(zero if previous is None else _cosine_parts(drift, previous))
+    if shadow is None:
+        figures.append(zero)
+    else:
+        per_step, old_mean, shadow_distance = shadow
+        figures.append(_agreement_parts(per_step, second, old_mean,
+                                        shadow_distance))
+    figures = ops.concatenate([ops.cast(f, "float32") for f in figures])
+    zeros = [ops.zeros_like(s) for s in sums]
+    return zeros, ((second, drift), figures)
 
 
 def _target(means, drift, offset):

@@ -9,8 +9,11 @@ hybrid, plain, hybrid, ...), each repetition a fresh `fit()` call. Each call
 is timed from the first step after every compiled function has been traced
 (past the warmup and two FULL phases) to the end of `fit()`, with a host
 read of a weight at both ends so that asynchronous dispatch is inside the
-window. Run by `keras_hybrid.bench.harness` in its own subprocess, once per
-task.
+window. The process's CPU time over the same window is recorded too: on a
+shared machine it moves far less with the other load than wall-clock does
+(on the CPU, where TensorFlow and JAX execute eagerly anyway, it captures the
+extra work, though not a lost overlap of host and device). Run by
+`keras_hybrid.bench.harness` in its own subprocess, once per task.
 """
 
 import time
@@ -27,7 +30,8 @@ QUICK_STEPS = 60
 
 
 class WindowClock(keras.callbacks.Callback):
-    """Seconds from the start of batch `start` to the end of `fit()`.
+    """Seconds (wall-clock and process CPU) from the start of batch `start`
+    to the end of `fit()`.
 
     Args:
         start: the batch (0-based, within the single epoch) the window
@@ -38,7 +42,9 @@ class WindowClock(keras.callbacks.Callback):
         super().__init__()
         self.start = start
         self.begin = None
+        self.cpu_begin = None
         self.seconds = None
+        self.cpu_seconds = None
 
     def _sync(self):
         keras.ops.convert_to_numpy(self.model.trainable_variables[0])
@@ -47,11 +53,13 @@ class WindowClock(keras.callbacks.Callback):
         if batch == self.start:
             self._sync()
             self.begin = time.perf_counter()
+            self.cpu_begin = time.process_time()
 
     def on_train_end(self, logs=None):
         self._sync()
         if self.begin is not None:
             self.seconds = time.perf_counter() - self.begin
+            self.cpu_seconds = time.process_time() - self.cpu_begin
 
 
 def window_start(config):
@@ -61,23 +69,33 @@ def window_start(config):
     return int(config.warmup_steps) + 2 * int(config.full_steps) + 1
 
 
-def summarize(plain, hybrid):
+def summarize(plain, hybrid, plain_cpu=None, hybrid_cpu=None):
     """Ratio figures of paired timings.
 
     Args:
         plain: seconds of the plain arm, one per repetition.
         hybrid: seconds of the hybrid arm, same repetitions.
+        plain_cpu, hybrid_cpu: the same repetitions' CPU seconds, if known.
 
     Returns:
         A dict: `ratio_of_min` (min hybrid / min plain, the headline),
         `ratios` (per repetition pair), `ratio_median`, `ratio_min`,
-        `ratio_max`, and both arms' seconds with their min.
+        `ratio_max`, both arms' seconds with their min; with CPU times, the
+        same figures prefixed `cpu_`.
     """
     if len(plain) != len(hybrid) or not plain:
         raise ValueError(
             "`plain` and `hybrid` must be non-empty and of equal length. "
             f"Received: {len(plain)} and {len(hybrid)} timings"
         )
+    result = _ratio_figures(plain, hybrid)
+    if plain_cpu is not None and hybrid_cpu is not None:
+        cpu = _ratio_figures(plain_cpu, hybrid_cpu)
+        result.update({f"cpu_{k}": v for k, v in cpu.items()})
+    return result
+
+
+def _ratio_figures(plain, hybrid):
     ratios = [h / p for p, h in zip(plain, hybrid)]
     return {
         "plain_s": [float(t) for t in plain],
@@ -134,12 +152,12 @@ def measure_fit_overhead(spec):
             callbacks.insert(0, kh.HybridPredictCallback(config))
         model.fit(x, y, batch_size=batch, epochs=1, verbose=0,
                   shuffle=False, callbacks=callbacks)
-        return clock.seconds
+        return clock.seconds, clock.cpu_seconds
 
     # One untimed call each builds and traces what persists across fits.
     timed(plain, False)
     timed(hybrid, True)
-    plain_s, hybrid_s = [], []
+    times = {False: [], True: []}
     for index in range(repetitions):
         # Alternate which arm goes first, so a drift of the machine's speed
         # within a pair does not favour one arm.
@@ -147,10 +165,11 @@ def measure_fit_overhead(spec):
         if index % 2:
             order.reverse()
         for model, with_hybrid in order:
-            seconds = timed(model, with_hybrid)
-            (hybrid_s if with_hybrid else plain_s).append(seconds)
+            times[with_hybrid].append(timed(model, with_hybrid))
+    wall = {k: [t[0] for t in v] for k, v in times.items()}
+    cpu = {k: [t[1] for t in v] for k, v in times.items()}
     return {
-        **summarize(plain_s, hybrid_s),
+        **summarize(wall[False], wall[True], cpu[False], cpu[True]),
         "steps": steps,
         "window_start": start,
         "repetitions": repetitions,
@@ -168,4 +187,8 @@ def format_fit_overhead(result):
         f"repetitions): {result['ratio_of_min']:.3f} of the minima; per pair "
         f"median {result['ratio_median']:.3f} "
         f"[{result['ratio_min']:.3f}-{result['ratio_max']:.3f}]"
+        + (
+            f"; CPU time {result['cpu_ratio_of_min']:.3f} of the minima"
+            if "cpu_ratio_of_min" in result else ""
+        )
     )
