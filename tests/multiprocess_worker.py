@@ -1,6 +1,7 @@
 """One process of the multi-process JAX tests (run as a script, 2 at once).
 
 Usage: python tests/multiprocess_worker.py PROCESS_ID PORT PREDICT_MODE RUN DIR
+    [CONFIG_JSON]
 
 Joins a 2-process JAX job whose coordinator listens on 127.0.0.1:PORT
 (`keras.distribution.initialize`), with 2 CPU devices per process and
@@ -11,11 +12,13 @@ much higher than process 0's) and, in one batch, NaN inputs (a local NaN
 that only the global loss shows to process 0): a decision taken from a
 process-local value would differ between the processes.
 
-RUN: `full` (uninterrupted; periodic checkpoints and the report),
-`kill` (periodic checkpoints, SIGKILL at step 47) or `resume` (load the
-newest checkpoint of the `kill` run and finish). Writes
-DIR/RUN-PROCESS_ID.json: the report's phases and events, a hash of every
-variable, and this process's local losses.
+RUN: `full` (uninterrupted; a checkpoint every 10 steps, and the report) or
+`resume` (a new job: loads the `full` job's checkpoint of step 40, in the
+middle of an epoch and of a PREDICT phase, and finishes). Writes
+DIR/RUN-PROCESS_ID.json: the report's phases, events and jumps, a hash of
+every variable, this process's local loss, and the files it renamed into
+place under DIR (checkpoints and the report are written that way).
+CONFIG_JSON: more `HybridConfig` fields (e.g. another predictor).
 """
 
 import hashlib
@@ -25,6 +28,7 @@ import sys
 
 PROCESS_ID, PORT, PREDICT_MODE, RUN, DIRECTORY = sys.argv[1:6]
 DIRECTORY = os.path.abspath(DIRECTORY)
+OVERRIDES = json.loads(sys.argv[6]) if len(sys.argv) > 6 else {}
 PROCESS_ID = int(PROCESS_ID)
 os.environ["KERAS_BACKEND"] = "jax"
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
@@ -53,8 +57,10 @@ def _audit(event, args):
     """Records every file or directory renamed into place under DIRECTORY
     (checkpoints and the report are written to a temporary name, then
     renamed), whatever code does it."""
-    if event == "os.rename" and os.fspath(args[1]).startswith(DIRECTORY):
-        WRITES.append(os.path.relpath(os.fspath(args[1]), DIRECTORY))
+    if event == "os.rename":
+        target = os.path.abspath(os.fspath(args[1]))
+        if target.startswith(DIRECTORY + os.sep):
+            WRITES.append(os.path.relpath(target, DIRECTORY))
 
 
 sys.addaudithook(_audit)
@@ -97,7 +103,10 @@ def config(periodic):
             "save_interval": 10 if periodic else 0,
             "keep_last_n": 10,
         },
-        metrics={"report_path": os.path.join(DIRECTORY, f"report-{RUN}.json")},
+        metrics={
+            "report_path": os.path.join(DIRECTORY, f"report-{RUN}.json")
+        },
+        **OVERRIDES,
     )
 
 

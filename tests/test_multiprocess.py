@@ -23,7 +23,7 @@ pytestmark = pytest.mark.multiprocess
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "multiprocess_worker.py")
 RESUME_STEP = 40  # the worker's
-JOB_TIMEOUT_S = 240
+JOB_TIMEOUT_S = 180
 
 
 def free_port():
@@ -52,14 +52,22 @@ def run_job(run, predict_mode, directory):
         deadline = time.monotonic() + JOB_TIMEOUT_S
         for proc in procs:
             proc.wait(timeout=max(deadline - time.monotonic(), 1))
+    except subprocess.TimeoutExpired:
+        hung = True
+    else:
+        hung = False
     finally:
+        # A process blocked in a collective ignores SIGTERM.
         for proc in procs:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-    logs = [(directory / f"log-{run}-{i}.txt").read_text()[-3000:]
-            for i in (0, 1)]
-    assert [p.returncode for p in procs] == [0, 0], "\n".join(logs)
+    logs = "\n".join((directory / f"log-{run}-{i}.txt").read_text()[-3000:]
+                     for i in (0, 1))
+    # Processes that took different decisions run different compiled
+    # steps and wait for each other in a collective forever.
+    assert not hung, f"The job did not end in {JOB_TIMEOUT_S} s.\n{logs}"
+    assert [p.returncode for p in procs] == [0, 0], logs
     return [json.loads((directory / f"{run}-{i}.json").read_text())
             for i in (0, 1)]
 
@@ -129,6 +137,11 @@ def test_checkpoints_and_report_written_once_by_process_0(job):
 
 def test_restarted_job_resumes_bit_exactly(job):
     full, resumed = job["full"], job["resume"]
+    state = json.loads((job["dir"] / "ckpts" / f"ckpt-{RESUME_STEP:08d}" /
+                        "training_state.json").read_text())
+    # Resumed in the middle of an epoch and of a PREDICT phase.
+    assert state["phase"] == "PREDICT" and state["phase_step"] > 0, state
+    assert state["batch_in_epoch"] > 0, state
     for process_id in (0, 1):
         assert resumed[process_id]["hash"] == full[0]["hash"]
         for key in ("phases", "events", "jumps"):
