@@ -111,12 +111,17 @@ def config(periodic):
 
 
 def variables_hash(model):
+    """A hash of every model and optimizer variable, and whether the copies
+    on this process's devices are all the same."""
     digest = hashlib.sha256()
+    same = True
     for variable in list(model.variables) + list(model.optimizer.variables):
-        digest.update(np.ascontiguousarray(
-            keras.ops.convert_to_numpy(variable)
-        ).tobytes())
-    return digest.hexdigest()
+        copies = [np.asarray(s.data)
+                  for s in variable.value.addressable_shards]
+        same = same and all(np.array_equal(c, copies[0])
+                            for c in copies[1:])
+        digest.update(np.ascontiguousarray(copies[0]).tobytes())
+    return digest.hexdigest(), same and len(copies) == 2
 
 
 def local_losses(model, distribution):
@@ -151,6 +156,7 @@ def main():
     model.fit(dataset(), epochs=3, verbose=0, callbacks=[callback])
     report = callback.report()
     local_loss, local_nan = local_losses(model, distribution)
+    digest, same = variables_hash(model)
     result = {
         "process_count": jax.process_count(),
         "devices": len(distribution.device_mesh.devices.flatten()),
@@ -159,7 +165,8 @@ def main():
         "jumps": report["jumps"],
         "summary": {k: v for k, v in report["training_summary"].items()
                     if k != "wall_time_s"},
-        "hash": variables_hash(model),
+        "hash": digest,
+        "local_copies_identical": same,
         "finite": all(np.isfinite(keras.ops.convert_to_numpy(v)).all()
                       for v in model.variables),
         "local_loss": local_loss,

@@ -118,6 +118,7 @@ def test_decisions_are_global_though_local_losses_differ(job):
 def test_variables_identical_in_every_process(job):
     p0, p1 = job["full"]
     assert p0["finite"] and p1["finite"]
+    assert p0["local_copies_identical"] and p1["local_copies_identical"]
     assert p0["hash"] == p1["hash"]
 
 
