@@ -150,6 +150,9 @@ class HybridModel(keras.Model):
     def save_checkpoint(self, path, include_predictor=True):
         """Writes a resumable checkpoint (see `keras_hybrid.checkpoint`).
 
+        In a multi-process JAX job only process 0 writes: give every
+        process the same path on storage they all read.
+
         Args:
             path: the checkpoint directory (replaced atomically if it
                 exists).

@@ -150,7 +150,7 @@ def test_restarted_job_resumes_bit_exactly(job):
 
 
 MULTI_WORKER_SCRIPT = """
-import numpy as np, tensorflow as tf, keras, keras_hybrid as kh
+import json, numpy as np, tensorflow as tf, keras, keras_hybrid as kh
 strategy = tf.distribute.MultiWorkerMirroredStrategy()
 with strategy.scope():
     model = kh.HybridModel.wrap(
@@ -160,22 +160,26 @@ x = np.zeros((8, 4), "float32")
 try:
     model.fit(x, x[:, :2], verbose=0, callbacks=[kh.HybridPredictCallback()])
 except ValueError as e:
-    print("REFUSED", e)
+    print(json.dumps({"error": str(e),
+                      "steps": int(model.optimizer.iterations.numpy())}))
 """
 
 
 def test_multi_worker_mirrored_strategy_is_refused_before_training():
     # A single worker (no TF_CONFIG) is enough to construct the strategy;
     # a subprocess keeps its collective set-up out of this one.
-    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3",
-               PYTHONPATH=ROOT)
+    env = dict(os.environ, KERAS_BACKEND="tensorflow",
+               TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
     env.pop("TF_CONFIG", None)
     result = subprocess.run(
         [sys.executable, "-c", MULTI_WORKER_SCRIPT], cwd=ROOT, env=env,
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    line = result.stdout.strip().splitlines()[-1]
-    assert line.startswith("REFUSED `MultiWorkerMirroredStrategy` is not"), line
-    assert "MirroredStrategy" in line and "keras.distribution.initialize" in line
-    assert "Received: strategy=" in line
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["steps"] == 0  # refused before the first step
+    error = out["error"]
+    assert error.startswith("`MultiWorkerMirroredStrategy` is not supported")
+    assert "`tf.distribute.MirroredStrategy`" in error
+    assert "`keras.distribution.initialize(...)`" in error
+    assert "Received: strategy=" in error
