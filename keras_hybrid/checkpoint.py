@@ -34,6 +34,7 @@ import keras
 import numpy as np
 
 from keras_hybrid import backends
+from keras_hybrid import distribution
 from keras_hybrid.divergence import HybridTrainingError
 
 FORMAT_VERSION = 1
@@ -61,6 +62,9 @@ def save_checkpoint(model, path, runner=None, include_predictor=True,
         history: dict of per-epoch metric lists.
         config: the `HybridConfig` to store.
 
+    In a multi-process job only process 0 writes; the others return the
+    path without writing (their state is the same).
+
     Returns:
         The path written.
     """
@@ -68,7 +72,6 @@ def save_checkpoint(model, path, runner=None, include_predictor=True,
 
     path = os.path.abspath(os.fspath(path))
     parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
     runner_json = runner_arrays = None
     if runner is not None:
         if runner.functions is not None:
@@ -76,6 +79,9 @@ def save_checkpoint(model, path, runner=None, include_predictor=True,
         runner.flush_iterations()
         if include_predictor:
             runner_json, runner_arrays = runner_state(runner)
+    if not distribution.is_writer():
+        return path  # the same state as process 0's, written there
+    os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".tmp-ckpt-", dir=parent)
     try:
         _write_variables(os.path.join(tmp, "variables.h5"), model)
@@ -363,7 +369,10 @@ def latest_checkpoint(directory):
 
 
 def rotate(directory, keep_last_n):
-    """Deletes all but the newest `keep_last_n` checkpoints."""
+    """Deletes all but the newest `keep_last_n` checkpoints (process 0
+    only, which wrote them)."""
+    if not distribution.is_writer():
+        return
     for path in list_checkpoints(directory)[:-keep_last_n]:
         shutil.rmtree(path, ignore_errors=True)
 

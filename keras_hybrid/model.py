@@ -108,10 +108,13 @@ class HybridModel(keras.Model):
 
     def fit(self, x=None, y=None, *args, **kwargs):
         """`keras.Model.fit`, with the data checked first (see
-        `keras_hybrid.validation`); a hybrid runner attached by the callback
+        `keras_hybrid.validation`) and the distribution strategy too (see
+        `keras_hybrid.distribution`); a hybrid runner attached by the callback
         is detached when `fit()` ends, however it ends."""
+        from keras_hybrid.distribution import check_supported
         from keras_hybrid.validation import check_fit_data
 
+        check_supported(self)
         check_fit_data(self, x, y, kwargs.get("sample_weight"))
         try:
             return super().fit(x, y, *args, **kwargs)
@@ -147,6 +150,9 @@ class HybridModel(keras.Model):
 
     def save_checkpoint(self, path, include_predictor=True):
         """Writes a resumable checkpoint (see `keras_hybrid.checkpoint`).
+
+        In a multi-process JAX job only process 0 writes: give every
+        process the same path on storage they all read.
 
         Args:
             path: the checkpoint directory (replaced atomically if it

@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+from keras_hybrid import distribution
 from keras_hybrid.dynamics.calibration import expected_calibration_error
 from keras_hybrid.phases import Phase
 
@@ -219,8 +220,13 @@ def clean_json(value):
 
 
 def save_report(report, path):
-    """Writes a report as JSON (atomically: temporary file, then rename)."""
+    """Writes a report as JSON (atomically: temporary file, then rename).
+
+    In a multi-process job only process 0 writes (the reports are the same).
+    """
     path = os.fspath(path)
+    if not distribution.is_writer():
+        return path
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     tmp = path + ".tmp"
