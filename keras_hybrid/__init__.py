@@ -4,6 +4,10 @@ Skips backward passes where a learned dynamics model can predict what they
 would have done. See README.md.
 """
 
+from keras_hybrid.dependencies import import_keras
+
+import_keras()  # names the missing extra if the backend is not installed
+
 from keras_hybrid.callback import HybridPredictCallback
 from keras_hybrid.checkpoint import CheckpointError
 from keras_hybrid.checkpoint import latest_checkpoint

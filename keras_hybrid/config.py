@@ -435,6 +435,23 @@ class HybridConfig:
         _check_bool("", "collect_metrics", self.collect_metrics)
         _check_int("", "seed", self.seed, 0)
 
+    def validate(self):
+        """Checks every field again, with the messages of construction.
+
+        A config is validated when it is built; this catches fields changed
+        afterwards (`config.warmup_steps = -5`). `HybridPredictCallback`
+        calls it when training begins.
+
+        Raises:
+            ValueError: a field holds a value that is not allowed.
+        """
+        for name, cls in _SECTIONS.items():
+            section = getattr(self, name)
+            if isinstance(section, cls):
+                section.__post_init__()
+        self.__post_init__()
+        return self
+
     # ------------------------------------------------------------------ I/O
     def to_dict(self):
         """Returns the config as a plain, YAML-safe dict."""
@@ -476,7 +493,8 @@ class HybridConfig:
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise ValueError(
-                f"Config file not found. Received: path={path!r}"
+                f"Config file not found.{_preset_hint(path)} "
+                f"Received: path={path!r}"
             )
         with open(path, encoding="utf-8") as f:
             try:
@@ -507,7 +525,11 @@ class HybridConfig:
             name: one of `"default"`, `"conservative"`, `"balanced"`,
                 `"aggressive"`.
         """
-        _check_choice("", "preset", name, PRESET_NAMES)
+        if name not in PRESET_NAMES:
+            raise ValueError(
+                f"Unknown preset.{_preset_hint(name)} Received: "
+                f"preset={name!r}"
+            )
         return cls.from_dict(copy.deepcopy(_PRESETS[name]))
 
     @classmethod
@@ -528,6 +550,15 @@ class HybridConfig:
             "`config` must be a HybridConfig, a dict, a preset name "
             f"{list(PRESET_NAMES)} or a YAML path. Received: config={config!r}"
         )
+
+
+def _preset_hint(name):
+    """" The presets are [...]", with the closest one (case-insensitive)
+    suggested, for an unknown preset name or a missing config file."""
+    stem = os.path.splitext(os.path.basename(str(name)))[0].lower()
+    close = difflib.get_close_matches(stem, PRESET_NAMES, n=1, cutoff=0.6)
+    hint = f" Did you mean the preset {close[0]!r}?" if close else ""
+    return f"{hint} The presets are {list(PRESET_NAMES)}."
 
 
 def _build(cls, values, prefix):
