@@ -239,13 +239,16 @@ class MetricsConfig:
     """What the callback logs.
 
     Args:
-        log_to_progbar: add `phase`, `confidence` and `backward_reduction` to
-            the logs (progress bar and History).
+        log_to_progbar: add `phase`, `confidence`, `backward_reduction` and
+            `predicted_loss` to every batch's logs, so that the progress bar
+            and every callback (`CSVLogger`, `TensorBoard`) see them. When
+            False (default) the progress bar shows only the model's metrics
+            and `History` still receives the four entries once per epoch.
         report_path: if set, the JSON training report is written there at the
             end of training.
     """
 
-    log_to_progbar: bool = True
+    log_to_progbar: bool = False
     report_path: str = None
 
     def __post_init__(self):
