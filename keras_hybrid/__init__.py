@@ -26,6 +26,7 @@ from keras_hybrid.model import WrappedHybridModel
 from keras_hybrid.phases import IllegalTransitionError
 from keras_hybrid.phases import Phase
 from keras_hybrid.phases import PhaseController
+from keras_hybrid.tensorboard import HybridTensorBoard
 
 __version__ = "0.1.0"
 
@@ -39,6 +40,7 @@ __all__ = [
     "HybridConfig",
     "HybridModel",
     "HybridPredictCallback",
+    "HybridTensorBoard",
     "HybridTrainingError",
     "IllegalTransitionError",
     "MetricsConfig",
