@@ -10,6 +10,7 @@ from keras_hybrid import backends
 from keras_hybrid import checkpoint
 from keras_hybrid.config import HybridConfig
 from keras_hybrid.messages import InterventionLog
+from keras_hybrid.report_plot import LossCurve
 from keras_hybrid.report import build_report
 from keras_hybrid.report import save_report
 
@@ -100,6 +101,8 @@ class HybridPredictCallback(keras.callbacks.Callback):
         model._attach_runner(self.runner)
         self._interventions = InterventionLog(self._print)
         self._epoch_logs = {}
+        self._loss_curve = LossCurve()
+        self._backward_seen = None
 
     def _print(self, message):
         verbose = self.verbose
@@ -158,6 +161,13 @@ class HybridPredictCallback(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         self._report_interventions()
         runner = self.runner
+        if runner is not None and logs and "loss" in logs:
+            # Only steps that trained: a PREDICT step's logs are not a loss
+            # the weights had.
+            backward = runner.stats.backward
+            if backward != self._backward_seen:
+                self._loss_curve.add(runner.controller.step, logs["loss"])
+            self._backward_seen = backward
         if (
             self._next_save is None
             or runner is None
@@ -203,7 +213,10 @@ class HybridPredictCallback(keras.callbacks.Callback):
         """The JSON training report of the current or last `fit()`.
 
         Returns:
-            A dict (see README, "The training report").
+            A dict (see README, "The training report"), with the training
+            loss against the step as `loss_curve` (`[step, loss]` pairs of the
+            steps that trained, at most 1000, the loss as the progress bar
+            shows it).
 
         Raises:
             RuntimeError: before any training.
@@ -212,7 +225,9 @@ class HybridPredictCallback(keras.callbacks.Callback):
             raise RuntimeError(
                 "No report yet: call `fit()` with this callback first."
             )
-        return build_report(self.runner)
+        report = build_report(self.runner)
+        report["loss_curve"] = [list(p) for p in self._loss_curve.points]
+        return report
 
     def save_report(self, path):
         """Writes `report()` as JSON to `path`; returns the path."""
