@@ -31,16 +31,14 @@ def missing_message(module, purpose):
         A one-paragraph string naming the pip extra that installs it.
     """
     extra = EXTRAS.get(module, module)
-    hint = f'pip install "keras-hybrid[{extra}]"'
-    if module == "tensorflow":
-        hint += (
-            ' (or "keras-hybrid[tensorflow-cpu]" on a machine without a '
-            "GPU)"
-        )
+    cpu = (
+        ' (`"keras-hybrid[tensorflow-cpu]"` for the smaller CPU-only build)'
+        if module == "tensorflow" else ""
+    )
     return (
         f"{purpose} needs `{module}`, which is not installed. Install it "
-        f"with `{hint}`, or install your own build of {module} (for example "
-        "a GPU one) in this environment."
+        f'with `pip install "keras-hybrid[{extra}]"`{cpu}, or install your '
+        f"own build of {module} (for example a GPU one) in this environment."
     )
 
 
