@@ -106,10 +106,15 @@ class HybridPredictCallback(keras.callbacks.Callback):
 
     def _print(self, message):
         verbose = self.verbose
+        fit_verbose = (self.params or {}).get("verbose", 1)
         if verbose == "auto":
-            verbose = (self.params or {}).get("verbose", 1)
-        if verbose:
-            io_utils.print_msg(message)
+            verbose = fit_verbose
+        if not verbose:
+            return
+        if fit_verbose not in (1, "auto"):
+            # No progress bar line to break out of.
+            message = message.lstrip("\n")
+        io_utils.print_msg(message)
 
     def _report_interventions(self):
         stats = getattr(self.runner, "stats", None)

@@ -32,13 +32,14 @@ def missing_message(module, purpose):
     """
     extra = EXTRAS.get(module, module)
     cpu = (
-        ' (`"keras-hybrid[tensorflow-cpu]"` for the smaller CPU-only build)'
+        "; `tensorflow-cpu` is the smaller CPU-only build"
         if module == "tensorflow" else ""
     )
     return (
         f"{purpose} needs `{module}`, which is not installed. Install it "
-        f'with `pip install "keras-hybrid[{extra}]"`{cpu}, or install your '
-        f"own build of {module} (for example a GPU one) in this environment."
+        f'with `pip install "keras-hybrid[{extra}]"` (or `pip install '
+        f"{module}`{cpu}), or install your own build of {module} (for "
+        "example a GPU one) in this environment."
     )
 
 

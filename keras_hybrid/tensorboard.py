@@ -31,7 +31,8 @@ class HybridTensorBoard(keras.callbacks.Callback):
       during a PREDICT phase, else 0: the PREDICT phases as blocks),
     - `confidence`, `backward_reduction` (fraction of steps so far without a
       backward pass), `predicted_loss` (when there is a forecast), `loss`
-      (the batch's training loss),
+      (the training loss as the progress bar shows it, at the steps that
+      trained),
     - `interventions`: the count of interventions so far, at the step of
       each one, with its description as text (`hybrid/intervention`, in
       TensorBoard's Text tab).
@@ -70,6 +71,7 @@ class HybridTensorBoard(keras.callbacks.Callback):
         self._writer = None
         self._last_step = None
         self._events_seen = 0
+        self._backward_seen = None
 
     def on_train_begin(self, logs=None):
         self._tf = require("tensorflow", "HybridTensorBoard")
@@ -78,6 +80,7 @@ class HybridTensorBoard(keras.callbacks.Callback):
         )
         self._last_step = None
         self._events_seen = 0
+        self._backward_seen = None
 
     def _runner(self):
         return getattr(self.model, "_hybrid_runner", None)
@@ -102,8 +105,12 @@ class HybridTensorBoard(keras.callbacks.Callback):
         }
         if runner.predicted_loss is not None:
             values["predicted_loss"] = float(runner.predicted_loss)
-        if logs and "loss" in logs:
+        backward = runner.stats.backward
+        if logs and "loss" in logs and backward != self._backward_seen:
+            # Only steps that trained: a PREDICT step's logs are not a loss
+            # the weights had.
             values["loss"] = float(keras.ops.convert_to_numpy(logs["loss"]))
+        self._backward_seen = backward
         with self._writer.as_default(step=step):
             for name, value in values.items():
                 if math.isfinite(value):
