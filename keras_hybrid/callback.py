@@ -100,6 +100,8 @@ class HybridPredictCallback(keras.callbacks.Callback):
         )
         model._attach_runner(self.runner)
         self._interventions = InterventionLog(self._print)
+        # A resumed run's events were reported by the run that made them.
+        self._interventions.seen = len(self.runner.stats.events)
         self._epoch_logs = {}
         self._loss_curve = LossCurve()
         self._backward_seen = None

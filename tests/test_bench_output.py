@@ -82,6 +82,9 @@ def test_one_seed_noise_comes_from_the_baselines_step_times():
     ("I0000 00:00:1795910868.828029   17740 port.cc:153] oneDNN custom "
      "operations are on. You may see slightly different numerical results",
      True),
+    ("E0000 00:00:1795912033.755081    5926 cuda_platform.cc:52] failed call "
+     "to cuInit: INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR "
+     "(303)", True),
     ("Traceback (most recent call last):", False),
     ("UserWarning: something the user should see", False),
 ])

@@ -23,6 +23,8 @@ STARTUP_PATTERNS = tuple(re.compile(p) for p in (
     r"computation placer already registered",
     r"TF-TRT Warning: Could not find TensorRT",
     r"Could not find cuda drivers on your machine",
+    # The GPU build of TensorFlow on a machine without a usable GPU.
+    r"failed call to cuInit",
     r"cuda_dnn\.cc|cuda_fft\.cc|cuda_blas\.cc",
 ))
 
