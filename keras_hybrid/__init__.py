@@ -4,6 +4,10 @@ Skips backward passes where a learned dynamics model can predict what they
 would have done. See README.md.
 """
 
+from keras_hybrid.dependencies import import_keras
+
+import_keras()  # names the missing extra if the backend is not installed
+
 from keras_hybrid.callback import HybridPredictCallback
 from keras_hybrid.checkpoint import CheckpointError
 from keras_hybrid.checkpoint import latest_checkpoint
@@ -22,6 +26,7 @@ from keras_hybrid.model import WrappedHybridModel
 from keras_hybrid.phases import IllegalTransitionError
 from keras_hybrid.phases import Phase
 from keras_hybrid.phases import PhaseController
+from keras_hybrid.tensorboard import HybridTensorBoard
 
 __version__ = "0.1.0"
 
@@ -35,6 +40,7 @@ __all__ = [
     "HybridConfig",
     "HybridModel",
     "HybridPredictCallback",
+    "HybridTensorBoard",
     "HybridTrainingError",
     "IllegalTransitionError",
     "MetricsConfig",

@@ -4,10 +4,13 @@ import time
 
 import keras
 import numpy as np
+from keras.src.utils import io_utils
 
 from keras_hybrid import backends
 from keras_hybrid import checkpoint
 from keras_hybrid.config import HybridConfig
+from keras_hybrid.messages import InterventionLog
+from keras_hybrid.report_plot import LossCurve
 from keras_hybrid.report import build_report
 from keras_hybrid.report import save_report
 
@@ -19,11 +22,24 @@ class HybridPredictCallback(keras.callbacks.Callback):
     `HybridModel.wrap`). The callback can be reused: its state is reset in
     `on_train_begin`.
 
+    Interventions (a rejected prediction whose weights were restored, a
+    forced FULL phase, a rollback with a smaller learning rate) are printed
+    as they happen, the first of each kind per epoch, with a count at the
+    end of an epoch where one repeated.
+
+    `History` gains `phase` (0 WARMUP, 1 FULL, 2 PREDICT, 3 CORRECT, as at
+    the end of each epoch), `confidence`, `backward_reduction` and
+    `predicted_loss`, one value per epoch, when `fit()` returns. With
+    `metrics.log_to_progbar=True` they are in every batch's logs instead,
+    so the progress bar and every callback see them.
+
     Args:
         config: a `HybridConfig`, a dict, a preset name (`"default"`,
             `"conservative"`, `"balanced"`, `"aggressive"`) or a YAML path.
             `None` uses the model's `hybrid_config` if it has one, else the
-            defaults. Validated here, before training starts.
+            defaults. Validated here and again when training begins.
+        verbose: `"auto"` prints the messages when `fit()`'s `verbose` is
+            not 0; `0` never, `1` always.
 
     Example:
 
@@ -34,12 +50,20 @@ class HybridPredictCallback(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, config=None):
+    def __init__(self, config=None, verbose="auto"):
         super().__init__()
+        if verbose not in ("auto", 0, 1, True, False):
+            raise ValueError(
+                "`verbose` must be 'auto', 0 or 1. "
+                f"Received: verbose={verbose!r}"
+            )
         self.config = None if config is None else HybridConfig.resolve(config)
         if self.config is not None:
             backends.get()  # an unsupported backend fails here
+        self.verbose = verbose
         self.runner = None
+        self._interventions = InterventionLog(self._print)
+        self._epoch_logs = {}
         self._resume_metrics = None
         self._next_save = None
 
@@ -55,6 +79,7 @@ class HybridPredictCallback(keras.callbacks.Callback):
                 f"wrapper. Received: model of type {type(model).__name__}"
             )
         config = self.config or model.hybrid_config or HybridConfig()
+        config.validate()  # fields may have changed since it was built
         backends.get()
         self.runner = HybridRunner(model, config)
         params = self.params or {}
@@ -74,6 +99,29 @@ class HybridPredictCallback(keras.callbacks.Callback):
             if interval and config.checkpoint.directory else None
         )
         model._attach_runner(self.runner)
+        self._interventions = InterventionLog(self._print)
+        # A resumed run's events were reported by the run that made them.
+        self._interventions.seen = len(self.runner.stats.events)
+        self._epoch_logs = {}
+        self._loss_curve = LossCurve()
+        self._backward_seen = None
+
+    def _print(self, message):
+        verbose = self.verbose
+        fit_verbose = (self.params or {}).get("verbose", 1)
+        if verbose == "auto":
+            verbose = fit_verbose
+        if not verbose:
+            return
+        if fit_verbose not in (1, "auto"):
+            # No progress bar line to break out of.
+            message = message.lstrip("\n")
+        io_utils.print_msg(message)
+
+    def _report_interventions(self):
+        stats = getattr(self.runner, "stats", None)
+        if stats is not None:
+            self._interventions.update(stats.events, self.runner.epoch)
 
     def _resume(self, resume):
         """Continues a checkpointed run: runner state, epoch and position."""
@@ -108,8 +156,25 @@ class HybridPredictCallback(keras.callbacks.Callback):
                         variable.assign(value)
                 self._resume_metrics = None
 
+    def on_epoch_end(self, epoch, logs=None):
+        if self.runner is None:
+            return
+        self._report_interventions()
+        self._interventions.end_epoch(epoch)
+        if not self.runner.config.metrics.log_to_progbar:
+            for key, value in hybrid_logs(self.runner).items():
+                self._epoch_logs.setdefault(key, []).append(value)
+
     def on_train_batch_end(self, batch, logs=None):
+        self._report_interventions()
         runner = self.runner
+        if runner is not None and logs and "loss" in logs:
+            # Only steps that trained: a PREDICT step's logs are not a loss
+            # the weights had.
+            backward = runner.stats.backward
+            if backward != self._backward_seen:
+                self._loss_curve.add(runner.controller.step, logs["loss"])
+            self._backward_seen = backward
         if (
             self._next_save is None
             or runner is None
@@ -132,16 +197,34 @@ class HybridPredictCallback(keras.callbacks.Callback):
         self.runner.settle()
         self.runner.flush_iterations()
         self.runner.end_time = time.perf_counter()
+        self._report_interventions()
         self.model._detach_runner()
+        self._add_to_history()
         path = self.runner.config.metrics.report_path
         if path:
             self.save_report(path)
+
+    def _add_to_history(self):
+        """Gives this fit's `History` the per-epoch hybrid entries (kept off
+        the progress bar: `History` is the only callback to receive them)."""
+        history = getattr(self.model, "history", None)
+        records = self._epoch_logs
+        if not records or not isinstance(history, keras.callbacks.History):
+            return
+        epochs = len(next(iter(records.values())))
+        if len(getattr(history, "epoch", ())) != epochs:
+            return  # not this fit's History
+        for key, values in records.items():
+            history.history.setdefault(key, values)
 
     def report(self):
         """The JSON training report of the current or last `fit()`.
 
         Returns:
-            A dict (see README, "The training report").
+            A dict (see README, "The training report"), with the training
+            loss against the step as `loss_curve` (`[step, loss]` pairs of the
+            steps that trained, at most 1000, the loss as the progress bar
+            shows it).
 
         Raises:
             RuntimeError: before any training.
@@ -150,8 +233,24 @@ class HybridPredictCallback(keras.callbacks.Callback):
             raise RuntimeError(
                 "No report yet: call `fit()` with this callback first."
             )
-        return build_report(self.runner)
+        report = build_report(self.runner)
+        report["loss_curve"] = [list(p) for p in self._loss_curve.points]
+        return report
 
     def save_report(self, path):
         """Writes `report()` as JSON to `path`; returns the path."""
         return save_report(self.report(), path)
+
+
+def hybrid_logs(runner):
+    """The hybrid's entries for logs: `phase` (an int), `confidence`,
+    `backward_reduction` and `predicted_loss` (NaN before a forecast)."""
+    predicted = runner.predicted_loss
+    return {
+        "phase": int(runner.controller.phase),
+        "confidence": float(runner.confidence),
+        "backward_reduction": float(runner.stats.backward_reduction()),
+        "predicted_loss": (
+            float("nan") if predicted is None else float(predicted)
+        ),
+    }

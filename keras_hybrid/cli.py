@@ -7,6 +7,7 @@ keras-hybrid bench [--task NAME|all] [--seeds N] [--config PRESET|PATH]
 keras-hybrid summary PATH/bench.json|PATH/headroom.json
 keras-hybrid headroom [--task NAME|all] [--seeds N] [--fractions F,...]
                       [--quick] [--out DIR] [--backend tensorflow|jax|torch]
+keras-hybrid report PATH/report.json [--out PATH.png]
 ```
 
 Also `python -m keras_hybrid.cli bench ...`.
@@ -99,6 +100,20 @@ def build_parser():
         "perfect predictor runs, each in (0, 1) (default: 0.5,0.75,0.9)",
     )
     headroom.set_defaults(command_parser=headroom)
+    report = commands.add_parser(
+        "report",
+        help="summarize a training report (from "
+        "HybridPredictCallback.save_report) and draw its timeline as a PNG",
+        description="Prints a short summary of a training report and writes "
+        "a PNG timeline: the training loss, the phases shaded, accepted and "
+        "rejected jumps, and interventions.",
+    )
+    report.add_argument("path", help="a report.json")
+    report.add_argument(
+        "--out", default=None,
+        help="the PNG to write (default: the report's path with .png)",
+    )
+    report.set_defaults(command_parser=report)
     return parser
 
 
@@ -253,6 +268,25 @@ def _run_arms(command, function, kwargs):
     return 0
 
 
+def _report(args):
+    """`keras-hybrid report`: prints the summary, writes the PNG."""
+    from keras_hybrid import report_plot
+
+    try:
+        report = report_plot.load_report(args.path)
+    except ValueError as e:
+        args.command_parser.error(str(e))
+    print(report_plot.summary_text(report))
+    out = args.out or os.path.splitext(args.path)[0] + ".png"
+    try:
+        report_plot.plot_report(report, out)
+    except ImportError as e:
+        print(f"keras-hybrid report: error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv=None):
     """Runs `keras-hybrid` with `argv` (default: `sys.argv[1:]`).
 
@@ -271,6 +305,8 @@ def main(argv=None):
         from keras_hybrid.bench.headroom import run_headroom
 
         return _run_arms("headroom", run_headroom, kwargs)
+    elif args.command == "report":
+        return _report(args)
     elif args.command == "summary":
         from keras_hybrid.bench import summary
 

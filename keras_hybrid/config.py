@@ -245,13 +245,16 @@ class MetricsConfig:
     """What the callback logs.
 
     Args:
-        log_to_progbar: add `phase`, `confidence` and `backward_reduction` to
-            the logs (progress bar and History).
+        log_to_progbar: add `phase`, `confidence`, `backward_reduction` and
+            `predicted_loss` to every batch's logs, so that the progress bar
+            and every callback (`CSVLogger`, `TensorBoard`) see them. When
+            False (default) the progress bar shows only the model's metrics
+            and `History` still receives the four entries once per epoch.
         report_path: if set, the JSON training report is written there at the
             end of training.
     """
 
-    log_to_progbar: bool = True
+    log_to_progbar: bool = False
     report_path: str = None
 
     def __post_init__(self):
@@ -447,6 +450,23 @@ class HybridConfig:
         _check_bool("", "enable_prediction", self.enable_prediction)
         _check_int("", "seed", self.seed, 0)
 
+    def validate(self):
+        """Checks every field again, with the messages of construction.
+
+        A config is validated when it is built; this catches fields changed
+        afterwards (`config.warmup_steps = -5`). `HybridPredictCallback`
+        calls it when training begins.
+
+        Raises:
+            ValueError: a field holds a value that is not allowed.
+        """
+        for name, cls in _SECTIONS.items():
+            section = getattr(self, name)
+            if isinstance(section, cls):
+                section.__post_init__()
+        self.__post_init__()
+        return self
+
     # ------------------------------------------------------------------ I/O
     def to_dict(self):
         """Returns the config as a plain, YAML-safe dict."""
@@ -488,7 +508,8 @@ class HybridConfig:
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise ValueError(
-                f"Config file not found. Received: path={path!r}"
+                f"Config file not found.{_preset_hint(path)} "
+                f"Received: path={path!r}"
             )
         with open(path, encoding="utf-8") as f:
             try:
@@ -519,7 +540,11 @@ class HybridConfig:
             name: one of `"default"`, `"conservative"`, `"balanced"`,
                 `"aggressive"`.
         """
-        _check_choice("", "preset", name, PRESET_NAMES)
+        if name not in PRESET_NAMES:
+            raise ValueError(
+                f"Unknown preset.{_preset_hint(name)} Received: "
+                f"preset={name!r}"
+            )
         return cls.from_dict(copy.deepcopy(_PRESETS[name]))
 
     @classmethod
@@ -540,6 +565,15 @@ class HybridConfig:
             "`config` must be a HybridConfig, a dict, a preset name "
             f"{list(PRESET_NAMES)} or a YAML path. Received: config={config!r}"
         )
+
+
+def _preset_hint(name):
+    """" The presets are [...]", with the closest one (case-insensitive)
+    suggested, for an unknown preset name or a missing config file."""
+    stem = os.path.splitext(os.path.basename(str(name)))[0].lower()
+    close = difflib.get_close_matches(stem, PRESET_NAMES, n=1, cutoff=0.6)
+    hint = f" Did you mean the preset {close[0]!r}?" if close else ""
+    return f"{hint} The presets are {list(PRESET_NAMES)}."
 
 
 def _build(cls, values, prefix):

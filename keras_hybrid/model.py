@@ -240,6 +240,9 @@ def _check_saved_model_backend():
             "`save_checkpoint(path)` and export it under KERAS_BACKEND="
             f"tensorflow or jax. Received: KERAS_BACKEND={backend!r}"
         )
+    from keras_hybrid.dependencies import require
+
+    require("tensorflow", "Exporting a SavedModel")
 
 
 def _functional_arguments(args, kwargs):

@@ -268,13 +268,16 @@ def _strict_json(path):
         return json.load(f, parse_constant=reject)
 
 
-def test_run_benchmark_schema(tmp_path):
+def test_run_benchmark_schema(tmp_path, capfd):
     out = tmp_path / "bench"
     result = run_benchmark(
         [TinyTask(n=64, epochs=3)], seeds=1, config=TINY_CONFIG,
-        out_dir=str(out), progress=False, profile_calls=3,
+        out_dir=str(out), progress=True, profile_calls=3,
         predictors=["drift"], overhead_repetitions=2, overhead_steps=6,
     )
+    printed = capfd.readouterr()
+    assert "\nverdict: hybrid-drift " in printed.out
+    assert "oneDNN custom operations" not in printed.err
     data = _strict_json(out / "bench.json")
     assert data == json.loads(json.dumps(result))
     for key in ("schema_version", "date", "command_line", "machine",

@@ -108,8 +108,45 @@ def test_resolve_accepts_every_form(tmp_path):
     assert kh.HybridConfig.resolve(str(path)).full_steps == 8
     with pytest.raises(ValueError, match="Received: config=3"):
         kh.HybridConfig.resolve(3)
-    with pytest.raises(ValueError, match="`preset` must be one of"):
+    with pytest.raises(ValueError, match="Unknown preset. The presets are"):
         kh.HybridConfig.preset("fastest")
+
+
+@pytest.mark.parametrize("name,closest", [
+    ("balance", "balanced"), ("Balanced", "balanced"),
+    ("AGGRESIVE", "aggressive"), ("conservativ", "conservative"),
+])
+def test_wrong_preset_name_suggests_the_closest(name, closest):
+    for build in (kh.HybridConfig.preset, kh.HybridConfig.from_yaml,
+                  kh.HybridConfig.resolve):
+        with pytest.raises(ValueError) as info:
+            build(name)
+        message = str(info.value)
+        assert f"Did you mean the preset {closest!r}?" in message
+        assert "['default', 'conservative', 'balanced', 'aggressive']" in (
+            message
+        )
+
+
+def test_missing_config_file_suggests_nothing_unrelated(tmp_path):
+    with pytest.raises(ValueError, match="Config file not found. The "):
+        kh.HybridConfig.from_yaml(str(tmp_path / "mine.yaml"))
+
+
+@pytest.mark.parametrize("section,field,value,message", [
+    (None, "warmup_steps", -5, "`warmup_steps` must be >= 0"),
+    (None, "min_predict_steps", 10**6, "`min_predict_steps` must be <="),
+    ("predictor", "refit_interval", 0, "`predictor.refit_interval` must be"),
+    ("metrics", "log_to_progbar", "yes", "`metrics.log_to_progbar` must be"),
+])
+def test_validate_catches_fields_changed_after_building(section, field, value,
+                                                        message):
+    config = kh.HybridConfig.preset("balanced")
+    assert config.validate() is config
+    setattr(config if section is None else getattr(config, section), field,
+            value)
+    with pytest.raises(ValueError, match=message):
+        config.validate()
 
 
 def test_to_dict_is_plain_yaml():

@@ -35,8 +35,10 @@ import time
 
 from keras_hybrid.bench import arms
 from keras_hybrid.bench import child
+from keras_hybrid.bench import child_output
 from keras_hybrid.bench import figures
 from keras_hybrid.bench import table
+from keras_hybrid.bench import verdict
 from keras_hybrid.report import clean_json
 
 SCHEMA_VERSION = 1
@@ -122,6 +124,7 @@ def run_benchmark(tasks, seeds=3, config="balanced", quick=False,
         entry["plot"] = _plot(task.name, entry, out_dir)
         if progress:
             print(table.format_task(task.name, entry, n_seeds), flush=True)
+            print("\n".join(verdict.lines(entry)), flush=True)
     result = clean_json(result)
     _write_json(result, os.path.join(out_dir, "bench.json"))
     log(f"wrote {os.path.join(out_dir, 'bench.json')} "
@@ -317,7 +320,8 @@ def _run_isolated(function_name, spec, backend, label):
     process = context.Process(
         target=child.child_main, args=(sender, function_name, spec)
     )
-    with _child_environment(backend):
+    with _child_environment(backend), \
+            child_output.filtered_stderr_for_children():
         process.start()
     sender.close()
     try:
@@ -342,8 +346,13 @@ def _run_isolated(function_name, spec, backend, label):
 
 @contextlib.contextmanager
 def _child_environment(backend):
-    """Sets the children's environment (spawn copies it at start)."""
+    """Sets the children's environment (spawn copies it at start): the
+    backend, and TensorFlow's C++ logging at warnings and above unless the
+    user chose a level."""
     values = {} if backend is None else {"KERAS_BACKEND": backend}
+    values.setdefault(
+        "TF_CPP_MIN_LOG_LEVEL", os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")
+    )
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     try:

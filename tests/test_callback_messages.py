@@ -1,0 +1,158 @@
+"""What the callback says: intervention messages, re-validation when training
+begins, and where the hybrid's log entries go (History, not the progress
+bar, unless asked)."""
+
+import io
+import contextlib
+
+import keras
+import pytest
+
+import keras_hybrid as kh
+from keras_hybrid.messages import InterventionLog
+from keras_hybrid.messages import describe
+from tests.helpers import build_mlp
+from tests.helpers import compile_model
+from tests.helpers import eager_config
+
+HYBRID_KEYS = ("phase", "confidence", "backward_reduction", "predicted_loss")
+
+
+@pytest.mark.parametrize("outcome,kind", [
+    ("weights_restored", "restore"),
+    ("rejected_before_apply", "discarded"),
+    ("ForceFullPhase", "forced_full"),
+    ("ReducePredictRatio", "shorter_predictions"),
+    ("RollbackAndRetry, learning rate -> 0.005 (to step 40)", "rollback"),
+    ("Abort: weights and optimizer restored to step 40", "abort"),
+    ("something new", "other"),
+])
+def test_describe_names_kind_step_and_signal(outcome, kind):
+    got_kind, message = describe(
+        {"step": 57, "signal": "loss_spike", "outcome": outcome}
+    )
+    assert got_kind == kind
+    assert message.startswith("step 57: ")
+    assert "(signal: loss_spike)" in message
+    if kind == "rollback":
+        assert "learning rate -> 0.005 (to step 40)" in message
+
+
+def test_intervention_log_reports_each_kind_once_per_epoch():
+    lines = []
+    log = InterventionLog(lines.append)
+    events = [{"step": s, "signal": "forward_check",
+               "outcome": "weights_restored"} for s in (10, 20, 30)]
+    log.update(events[:2], epoch=0)
+    log.update(events, epoch=0)
+    assert len(lines) == 1 and "Epoch 1" in lines[0] and "step 10" in lines[0]
+    events.append({"step": 31, "signal": "loss_spike",
+                   "outcome": "ForceFullPhase"})
+    log.update(events, epoch=0)
+    assert len(lines) == 2 and "forced full training" in lines[1]
+    log.end_epoch(0)
+    assert lines[2].endswith("forced_full x1, restore x3.")
+    events.append({"step": 60, "signal": "forward_check",
+                   "outcome": "weights_restored"})
+    log.update(events, epoch=1)  # a new epoch reports the kind again
+    assert len(lines) == 4 and "Epoch 2" in lines[3] and "step 60" in lines[3]
+    log.end_epoch(1)
+    assert len(lines) == 4  # nothing repeated in epoch 2
+
+
+class _Inject(keras.callbacks.Callback):
+    """Records an intervention in the runner's statistics, as the runner
+    does, at given batches."""
+
+    def __init__(self, hybrid, batches):
+        super().__init__()
+        self.hybrid, self.batches = hybrid, batches
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch in self.batches:
+            self.hybrid.runner.stats.event(
+                self.hybrid.runner.controller.step, "loss_spike",
+                "RollbackAndRetry, learning rate -> 0.005 (to step 4)",
+            )
+
+
+def _fit(x, y, callback, verbose, extra=(), epochs=2):
+    model = compile_model(kh.HybridModel.wrap(build_mlp(0)))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        history = model.fit(
+            x[:256], y[:256], batch_size=32, epochs=epochs, verbose=verbose,
+            callbacks=[*extra, callback],
+        )
+    return history, out.getvalue()
+
+
+def test_interventions_are_printed_once_per_kind_per_epoch(
+        classification_data):
+    x, y = classification_data
+    callback = kh.HybridPredictCallback(eager_config(), verbose=1)
+    extra = [_Inject(callback, batches={2, 3, 5})]
+    _, text = _fit(x, y, callback, verbose=0, extra=extra)
+    rollback = [line for line in text.splitlines()
+                if "rolled back to the last good weights" in line]
+    assert len(rollback) == 2, text  # epochs 1 and 2, first event of each
+    assert rollback[0].startswith("Epoch 1, HybridPredictCallback: step ")
+    assert "(signal: loss_spike)" in rollback[0]
+    assert text.count("rollback x3") == 2
+
+
+def test_messages_follow_fit_verbose(classification_data):
+    x, y = classification_data
+    callback = kh.HybridPredictCallback(eager_config())  # verbose="auto"
+    _, text = _fit(x, y, callback, verbose=0,
+                   extra=[_Inject(callback, batches={2})])
+    assert "HybridPredictCallback" not in text
+    callback = kh.HybridPredictCallback(eager_config(), verbose=0)
+    _, text = _fit(x, y, callback, verbose=2,
+                   extra=[_Inject(callback, batches={2})])
+    assert "HybridPredictCallback" not in text
+
+
+def test_bad_verbose_is_refused():
+    with pytest.raises(ValueError, match="Received: verbose='loud'"):
+        kh.HybridPredictCallback(verbose="loud")
+
+
+def test_config_changed_after_building_is_validated_at_train_begin(
+        classification_data):
+    x, y = classification_data
+    config = eager_config()
+    callback = kh.HybridPredictCallback(config)
+    config.warmup_steps = -5
+    model = compile_model(kh.HybridModel.wrap(build_mlp(0)))
+    with pytest.raises(ValueError, match="`warmup_steps` must be >= 0. "
+                       "Received: warmup_steps=-5"):
+        model.fit(x[:64], y[:64], epochs=1, verbose=0, callbacks=[callback])
+
+
+def test_history_keeps_hybrid_entries_off_the_progress_bar(
+        classification_data):
+    x, y = classification_data
+    callback = kh.HybridPredictCallback(eager_config())
+    history, text = _fit(x, y, callback, verbose=2)
+    assert "loss:" in text
+    for key in HYBRID_KEYS:
+        assert f"{key}:" not in text
+        assert len(history.history[key]) == 2, key
+    assert all(isinstance(p, int) and 0 <= p <= 3
+               for p in history.history["phase"])
+    summary = callback.report()["training_summary"]
+    assert history.history["backward_reduction"][-1] == pytest.approx(
+        summary["backward_reduction_pct"] / 100
+    )
+
+
+def test_log_to_progbar_shows_hybrid_entries(classification_data):
+    x, y = classification_data
+    config = eager_config()
+    config.metrics.log_to_progbar = True
+    callback = kh.HybridPredictCallback(config)
+    history, text = _fit(x, y, callback, verbose=2)
+    for key in HYBRID_KEYS:
+        assert f"{key}:" in text
+        assert len(history.history[key]) == 2, key

@@ -1,0 +1,82 @@
+"""`keras-hybrid report`: the text summary and the PNG timeline."""
+
+import json
+
+import pytest
+
+import keras_hybrid as kh
+from keras_hybrid import cli
+from keras_hybrid.report_plot import LossCurve
+from keras_hybrid.report_plot import summary_text
+from tests.helpers import build_mlp
+from tests.helpers import compile_model
+from tests.helpers import eager_config
+
+
+def test_loss_curve_is_bounded_and_keeps_the_span():
+    curve = LossCurve(max_points=8)
+    for step in range(1, 101):
+        curve.add(step, 1.0 / step)
+    assert len(curve.points) < 8
+    steps = [s for s, _ in curve.points]
+    assert steps == sorted(steps) and steps[-1] > 80
+    assert len({b - a for a, b in zip(steps, steps[1:])}) == 1
+    assert all(loss == pytest.approx(1.0 / s) for s, loss in curve.points)
+
+
+@pytest.fixture(scope="module")
+def report_path(tmp_path_factory):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(512, 20)).astype("float32")
+    y = np.argmax(x @ rng.normal(size=(20, 10)), axis=1).astype("int32")
+    model = compile_model(kh.HybridModel.wrap(build_mlp(0)))
+    callback = kh.HybridPredictCallback(eager_config(loss_tolerance=0.0))
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[callback])
+    path = tmp_path_factory.mktemp("report") / "report.json"
+    callback.save_report(str(path))
+    return path
+
+
+def test_report_has_a_loss_curve_of_trained_steps(report_path):
+    report = json.loads(report_path.read_text())
+    curve = report["loss_curve"]
+    summary = report["training_summary"]
+    assert 0 < len(curve) <= summary["backward_passes"]
+    predict_steps = set()
+    for phase in report["phases"]:
+        if phase["phase"] == "PREDICT":
+            predict_steps.update(range(phase["start_step"] + 1,
+                                       phase["start_step"] + phase["length"]))
+    assert not predict_steps & {s for s, _ in curve}
+    assert curve[-1][1] == pytest.approx(summary["final_loss"])
+
+
+def test_cli_report_prints_summary_and_writes_png(report_path, capsys):
+    assert cli.main(["report", str(report_path)]) == 0
+    out = capsys.readouterr().out
+    report = json.loads(report_path.read_text())
+    assert out.startswith(summary_text(report))
+    s = report["training_summary"]
+    assert (f"{s['total_steps']} steps: {s['backward_passes']} with a "
+            "backward pass") in out
+    assert f"{s['predictions_rejected']} rejected" in out
+    png = report_path.with_suffix(".png")
+    assert f"wrote {png}" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    other = report_path.parent / "custom.png"
+    assert cli.main(["report", str(report_path), "--out", str(other)]) == 0
+    assert other.stat().st_size > 0
+
+
+def test_cli_report_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["report", str(tmp_path / "missing.json")])
+    assert info.value.code == 2
+    assert "Report file not found" in capsys.readouterr().err
+    other = tmp_path / "bench.json"
+    other.write_text(json.dumps({"tasks": {}}))
+    with pytest.raises(SystemExit):
+        cli.main(["report", str(other)])
+    assert "Not a training report" in capsys.readouterr().err
