@@ -160,6 +160,7 @@ class HybridRunner(RecoveryMixin):
             if not self.model.trainable_variables:
                 # A subclassed model builds on its first step: run it plainly.
                 return self._decorate(self._bootstrap(iterator, start), phase)
+            self.backend.sync(self.model)
             self._setup()
         if phase == Phase.PREDICT:
             logs, kind = self._predict_call(iterator)
@@ -175,7 +176,11 @@ class HybridRunner(RecoveryMixin):
         `divergence.check_interval_steps` steps and at every phase end),
         then carries out what they call for."""
         c = self.controller
-        if self.step_stats and (c.phase_done or self._read_due()):
+        read = self.step_stats and (c.phase_done or self._read_due())
+        if not (read or c.phase_done or self._action or self._abort):
+            return
+        self.backend.sync(self.model)
+        if read:
             self.read_statistics()
         if self._action is not None:
             self._apply_action()
@@ -187,6 +192,7 @@ class HybridRunner(RecoveryMixin):
     def settle(self):
         """Reads any pending statistics now and carries out what they call
         for (before a checkpoint, at the end of `fit()`)."""
+        self.backend.sync(self.model)
         if self.step_stats:
             self.read_statistics()
         if self._action is not None:
@@ -297,6 +303,7 @@ class HybridRunner(RecoveryMixin):
                          steps=n)
         self.stats.add_time("full", time.perf_counter() - start)
         if self.model.trainable_variables:
+            self.backend.sync(self.model)
             self._setup()
         self.controller.advance(n)
         self._after_step()
@@ -307,6 +314,7 @@ class HybridRunner(RecoveryMixin):
         """Adds the batches consumed without an optimizer update to
         `optimizer.iterations` (batched: one op instead of one per step)."""
         if self._pending_iterations:
+            self.backend.sync(self.model)
             self.model.optimizer.iterations.assign_add(self._pending_iterations)
             self._pending_iterations = 0
 
@@ -328,6 +336,7 @@ class HybridRunner(RecoveryMixin):
                 self.trajectory.first_mean is None
                 and self.controller.phase_step + n >= half
             ):
+                self.backend.sync(self.model)
                 self.trajectory.close_half()
         self.last_logs = logs
         return logs, kind or "full"
@@ -366,6 +375,7 @@ class HybridRunner(RecoveryMixin):
         return logs
 
     def _metrics_built(self):
+        self.backend.sync(self.model)
         try:
             self.model.get_metrics_result()
         except ValueError:
@@ -374,6 +384,7 @@ class HybridRunner(RecoveryMixin):
 
     def _cached_logs(self):
         if self.last_logs is None:
+            self.backend.sync(self.model)
             self.last_logs = dict(self.model.get_metrics_result())
         return self.last_logs
 
@@ -556,6 +567,7 @@ class HybridRunner(RecoveryMixin):
         one or restores the weights exactly. One host transfer per
         candidate (its losses and whether it is finite)."""
         start = time.perf_counter()
+        self.backend.sync(self.model)
         batches = self._check_batches
         evaluate = self.functions["eval_loss"]
 
@@ -641,6 +653,7 @@ class HybridRunner(RecoveryMixin):
             self.stats.count(self.controller.phase, backward=1, forward=1)
             self.step_stats.add(self.controller.step, loss, grad_norm,
                                 kind="retrain")
+        self.backend.sync(self.model)
 
     def _loss_slope(self):
         """Log-loss change per 100 steps over the recent FULL steps."""
@@ -688,6 +701,7 @@ class HybridRunner(RecoveryMixin):
         """Ends a running prediction (keeping its verified weights) and runs
         FULL phases for at least `steps` steps."""
         c = self.controller
+        self.backend.sync(self.model)
         c.force_full(steps)
         if c.phase == Phase.PREDICT:
             if self.config.predict_mode == "jump" and self._check_batches:

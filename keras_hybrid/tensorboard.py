@@ -83,7 +83,9 @@ class HybridTensorBoard(keras.callbacks.Callback):
         self._backward_seen = None
 
     def _runner(self):
-        return getattr(self.model, "_hybrid_runner", None)
+        # `_model`, not `model`: on JAX the property syncs the whole state
+        # into the variables, which a per-step callback must not cost.
+        return getattr(self._model, "_hybrid_runner", None)
 
     def on_train_batch_end(self, batch, logs=None):
         runner = self._runner()

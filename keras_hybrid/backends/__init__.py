@@ -3,7 +3,8 @@
 `get()` returns the module of the active Keras backend. Each module provides
 `train_step(model, ...)` (the backend's `Model.train_step` arguments),
 `make_dispatcher(model, plain)`, `make_phase_functions(model, accumulators,
-deltas)` and `next_batch(iterator)`.
+deltas)`, `next_batch(iterator)`, `variable_scope(model)` and `sync(model)`
+(the runner calls it before it reads or writes variables between steps).
 """
 
 import keras

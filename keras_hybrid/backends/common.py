@@ -63,6 +63,12 @@ def forward(model, data, training):
     return x, y, sample_weight, y_pred, loss
 
 
+def sync(model):
+    """Makes the model's variables hold the newest training state (they
+    always do on TensorFlow and PyTorch; see the JAX module)."""
+    del model
+
+
 def make_dispatcher(model, plain):
     """The fit loop's `train_function` for backends whose loop passes one
     argument (TensorFlow: the iterator; PyTorch: a one-batch list).

@@ -3,15 +3,19 @@
 JAX training is stateless: the fit loop threads a `state` tuple
 `(trainable, non_trainable, optimizer, metrics)` through
 `train_function(state, iterator)`. While a hybrid runner is attached, the
-dispatcher writes the incoming state into the model's variables (a reference
-assignment, no copy), lets the runner work on variables as on every other
-backend, and returns the variables' values as the new state. Each phase has
-its own `jax.jit` function; the PREDICT function calls no `jax.grad`/`vjp`,
-so its jaxpr has no transpose of the forward pass.
+step functions take the newest state from a holder on the model and leave
+theirs there (as do the trajectory sums), with no per-step Python work per
+variable; `sync(model)` writes it into the model's variables (a reference
+assignment, no copy) before the runner works on variables as on every other
+backend (phase ends, reads of the statistics, checks, rollbacks,
+checkpoints). Each phase has its own `jax.jit` function; the PREDICT
+function calls no `jax.grad`/`vjp`, so its jaxpr has no transpose of the
+forward pass.
 """
 
 import collections
 import contextlib
+import types
 
 import jax
 import jax.numpy as jnp
@@ -130,6 +134,44 @@ def set_state(model, state):
             variable.assign(value)
 
 
+def _holder(model):
+    holder = getattr(model, "_hybrid_jax", None)
+    if holder is None:
+        # A plain object: Keras does not track what it holds.
+        holder = types.SimpleNamespace(state=None, sums=None,
+                                       accumulators=())
+        model._hybrid_jax = holder
+    return holder
+
+
+def current_state(model):
+    """The newest state: the holder's, else the variables'."""
+    holder = _holder(model)
+    if holder.state is not None:
+        return holder.state
+    return get_state(model)
+
+
+def _take_state(model):
+    """`current_state(model)`, which the caller then donates: the holder
+    forgets it."""
+    holder = _holder(model)
+    state, holder.state = holder.state, None
+    return state if state is not None else get_state(model)
+
+
+def sync(model):
+    """Writes the newest state and trajectory sums into the variables."""
+    holder = _holder(model)
+    if holder.state is not None:
+        set_state(model, holder.state)
+        holder.state = None
+    if holder.sums is not None:
+        for acc, value in zip(holder.accumulators, holder.sums):
+            acc.assign(value)
+        holder.sums = None
+
+
 def make_dispatcher(model, plain):
     """The fit loop's `train_function(state, iterator)`.
 
@@ -141,8 +183,8 @@ def make_dispatcher(model, plain):
     """
 
     def stateful_plain(iterator):
-        logs, state = plain(get_state(model), iterator)
-        set_state(model, state)
+        logs, state = plain(_take_state(model), iterator)
+        _holder(model).state = state
         return logs
 
     def dispatch(state, iterator):
@@ -150,7 +192,7 @@ def make_dispatcher(model, plain):
         if runner is None:
             logs, state = plain(state, iterator)
             return common.strip_stats(logs), state
-        set_state(model, state)
+        _holder(model).state = state
         try:
             logs = runner.run(iterator)
         except BaseException:
@@ -158,9 +200,10 @@ def make_dispatcher(model, plain):
             # good point before a `DivergenceError`); the loop's last state
             # may have been donated since. Keep `jax_state_sync()` from
             # writing it back.
+            _holder(model).state = None
             model._jax_state_synced = True
             raise
-        return logs, get_state(model)
+        return logs, current_state(model)
 
     return dispatch, stateful_plain
 
@@ -214,33 +257,37 @@ def make_phase_functions(model, accumulators, deltas):
     predict_jit = _jit(model, predict)
     eval_jit = _jit(model, eval_loss, donate=False)
 
+    holder = _holder(model)
+    holder.accumulators = list(accumulators)
+
     def run_full(iterator):
-        carry = (get_state(model), [a.value for a in accumulators])
+        sums = holder.sums
+        if sums is None:
+            sums = [a.value for a in accumulators]
+        carry = (_take_state(model), sums)
+        holder.sums = None
         logs = None
         for i in range(n):
             data = _next_or_none(iterator, first=i == 0)
             if data is None:
                 break
             logs, carry = full_jit(carry, data)
-        state, sums = carry
-        set_state(model, state)
-        for acc, value in zip(accumulators, sums):
-            acc.assign(value)
+        holder.state, holder.sums = carry
         return logs
 
     def run_train(iterator):
-        state = get_state(model)
+        state = _take_state(model)
         logs = None
         for i in range(n):
             data = _next_or_none(iterator, first=i == 0)
             if data is None:
                 break
             logs, state = train_jit(state, data)
-        set_state(model, state)
+        holder.state = state
         return logs
 
     def run_predict(iterator):
-        state = get_state(model)
+        state = _take_state(model)
         delta_values = [d.value for d in deltas]
         logs = None
         for i in range(n):
@@ -248,15 +295,14 @@ def make_phase_functions(model, accumulators, deltas):
             if data is None:
                 break
             logs, state = predict_jit(state, delta_values, data)
-        set_state(model, state)
+        holder.state = state
         return logs
 
     def run_eval(batch):
-        return eval_jit(get_state(model), batch)
+        return eval_jit(current_state(model), batch)
 
     def run_train_batch(batch):
-        logs, state = train_jit(get_state(model), batch)
-        set_state(model, state)
+        logs, holder.state = train_jit(_take_state(model), batch)
         return logs
 
     return {

@@ -139,6 +139,7 @@ def predict_step(model, deltas, data):
 
 
 make_dispatcher = common.make_dispatcher
+sync = common.sync
 
 
 def make_phase_functions(model, accumulators, deltas):

@@ -94,6 +94,7 @@ def predict_step(model, deltas, data):
 
 
 make_dispatcher = common.make_dispatcher
+sync = common.sync
 
 
 def variable_scope(model):
