@@ -196,11 +196,12 @@ def make_dispatcher(model, plain):
         try:
             logs = runner.run(iterator)
         except BaseException:
-            # The variables hold what the runner left (e.g. the restored
-            # good point before a `DivergenceError`); the loop's last state
-            # may have been donated since. Keep `jax_state_sync()` from
-            # writing it back.
-            _holder(model).state = None
+            # The newest state goes into the variables (the holder's, or
+            # what the runner left there, e.g. the restored good point
+            # before a `DivergenceError`); the loop's last state may have
+            # been donated since. Keep `jax_state_sync()` from writing it
+            # back.
+            sync(model)
             model._jax_state_synced = True
             raise
         return logs, current_state(model)
@@ -208,10 +209,35 @@ def make_dispatcher(model, plain):
     return dispatch, stateful_plain
 
 
-def _jit(model, function, donate=True):
+def _jit(model, function, donate=True, state_out=None):
+    """`jax.jit` of a step (none when the model runs eagerly).
+
+    Args:
+        state_out: under a `keras.distribution`, the shardings of the state
+            the step returns second (as Keras' own train function keeps
+            them), so that the state keeps the variables' layouts between
+            steps; `None` otherwise.
+    """
     if model.run_eagerly or not model.jit_compile:
         return function
-    return jax.jit(function, donate_argnums=0 if donate else ())
+    out_shardings = None
+    if state_out is not None:
+        out_shardings = (None, state_out)
+    return jax.jit(function, donate_argnums=0 if donate else (),
+                   out_shardings=out_shardings)
+
+
+def _state_shardings(model, accumulators):
+    """`(state shardings, trajectory-sum shardings)` under a
+    `keras.distribution`, else `(None, None)`."""
+    from keras.src import distribution
+
+    if distribution.distribution() is None:
+        return None, None
+    return (
+        tuple(model._get_state_sharding_spec()),
+        [a.value.sharding for a in accumulators],
+    )
 
 
 def _iterations_index(model):
@@ -252,48 +278,57 @@ def make_phase_functions(model, accumulators, deltas):
     def train(state, data):
         return model.train_step(state, data)
 
-    full_jit = _jit(model, full_collect)
-    train_jit = _jit(model, train)
-    predict_jit = _jit(model, predict)
+    state_out, sums_out = _state_shardings(model, accumulators)
+    full_jit = _jit(model, full_collect, state_out=(
+        None if state_out is None else (state_out, sums_out)
+    ))
+    train_jit = _jit(model, train, state_out=state_out)
+    predict_jit = _jit(model, predict, state_out=state_out)
     eval_jit = _jit(model, eval_loss, donate=False)
 
     holder = _holder(model)
     holder.accumulators = list(accumulators)
 
-    def run_full(iterator):
-        sums = holder.sums
-        if sums is None:
-            sums = [a.value for a in accumulators]
-        carry = (_take_state(model), sums)
-        holder.sums = None
-        logs = None
-        for i in range(n):
-            data = _next_or_none(iterator, first=i == 0)
+    def batches(iterator):
+        # All batches of the call are taken before the state: a
+        # `StopIteration` at the end of the data leaves the newest state in
+        # the holder.
+        taken = [next(iterator)]
+        for _ in range(n - 1):
+            data = _next_or_none(iterator)
             if data is None:
                 break
+            taken.append(data)
+        return taken
+
+    def run_full(iterator):
+        logs = None
+        for i, data in enumerate(batches(iterator)):
+            if i == 0:
+                sums = holder.sums
+                if sums is None:
+                    sums = [a.value for a in accumulators]
+                carry = (_take_state(model), sums)
+                holder.sums = None
             logs, carry = full_jit(carry, data)
         holder.state, holder.sums = carry
         return logs
 
     def run_train(iterator):
-        state = _take_state(model)
         logs = None
-        for i in range(n):
-            data = _next_or_none(iterator, first=i == 0)
-            if data is None:
-                break
+        for i, data in enumerate(batches(iterator)):
+            if i == 0:
+                state = _take_state(model)
             logs, state = train_jit(state, data)
         holder.state = state
         return logs
 
     def run_predict(iterator):
-        state = _take_state(model)
         delta_values = [d.value for d in deltas]
         logs = None
-        for i in range(n):
-            data = _next_or_none(iterator, first=i == 0)
-            if data is None:
-                break
+        for i, data in enumerate(batches(iterator)):
+            if i == 0:
+                state = _take_state(model)
             logs, state = predict_jit(state, delta_values, data)
         holder.state = state
         return logs
@@ -314,9 +349,7 @@ def make_phase_functions(model, accumulators, deltas):
     }
 
 
-def _next_or_none(iterator, first):
-    if first:
-        return next(iterator)
+def _next_or_none(iterator):
     try:
         return next(iterator)
     except StopIteration:
