@@ -24,6 +24,7 @@ from keras_hybrid.phases import PhaseController
 from keras_hybrid.recovery import RecoveryMixin
 from keras_hybrid.report import RunStatistics
 from keras_hybrid.state import TrainingState
+from keras_hybrid.trajectory import VariableSnapshots
 from keras_hybrid.trajectory import WeightTrajectory
 from keras_hybrid.trajectory import all_finite
 from keras_hybrid.trajectory import delta_agreement
@@ -93,6 +94,11 @@ class HybridRunner(RecoveryMixin):
         self.variables = list(model.trainable_variables)
         with self.backend.variable_scope(model):
             self.trajectory = WeightTrajectory(self.variables)
+            # What a rejected prediction restores: the weights and the
+            # non-trainable state (e.g. moving statistics) of its start.
+            self._predict_start = VariableSnapshots(
+                self.variables + list(model.non_trainable_variables)
+            )
             self.deltas = [
                 keras.Variable(
                     keras.ops.zeros(v.shape, dtype=v.dtype),
@@ -173,7 +179,9 @@ class HybridRunner(RecoveryMixin):
         if self.model.trainable_variables:
             self._setup()
         self.controller.advance(n)
-        if self.controller.phase_done:
+        # Without trainable weights there is nothing to predict: every step
+        # stays a plain one (Keras warns from the step itself).
+        if self.controller.phase_done and self.functions is not None:
             self._end_phase()
         self.last_logs = logs
         return logs
@@ -195,9 +203,14 @@ class HybridRunner(RecoveryMixin):
         encode_start = time.perf_counter()
         if loss is not None:
             self._monitor(loss, stats.get(common.GRAD_NORM_KEY))
-        bad_step = self._action is not None and isinstance(
-            self._action[1],
-            (divergence.RollbackAndRetry, divergence.Abort),
+        grad_norm = stats.get(common.GRAD_NORM_KEY)
+        bad_step = not all(
+            math.isfinite(v) for v in (loss, grad_norm) if v is not None
+        ) or (
+            self._action is not None and isinstance(
+                self._action[1],
+                (divergence.RollbackAndRetry, divergence.Abort),
+            )
         )
         if self._good_values is None and not bad_step:
             self._save_good_point()
@@ -421,7 +434,7 @@ class HybridRunner(RecoveryMixin):
         )
         self._outcome = outcome
         self.predicted_loss = outcome.predicted_loss
-        self._restore_point = self.trajectory.snapshots.take()
+        self._restore_point = self._predict_start.take()
         self._check_batches = []
         self.stats.predictions_attempted += 1
         if self.config.predict_mode == "per_step":
@@ -474,10 +487,12 @@ class HybridRunner(RecoveryMixin):
             {"step": self.controller.step, "base_loss": base, "tried": tried,
              "accepted_scale": best[0] if best else None}
         )
+        # The checks leave no trace in the non-trainable state (a layer may
+        # update variables in `call()` even in inference mode).
+        self._predict_start.restore(self._restore_point)
         if best is not None and best_loss <= limit:
             self.trajectory.snapshots.restore(best[1])
             return
-        self.trajectory.snapshots.restore(self._restore_point)
         self._abort = "forward_check"
 
     def _end_predict(self, success, reason):
@@ -491,7 +506,7 @@ class HybridRunner(RecoveryMixin):
             self._awaiting_correct_loss = self.predicted_loss is not None
             c.transition(Phase.CORRECT, outcome="completed")
         else:
-            self.trajectory.snapshots.restore(self._restore_point)
+            self._predict_start.restore(self._restore_point)
             self.stats.predictions_rejected += 1
             self.stats.event(c.step, reason, "weights_restored")
             self.predictor.record_outcome(False)

@@ -43,8 +43,12 @@ def train_step(model, data):
         unscaled = _track_loss(model, loss, x)
         scaled = model.optimizer.scale_loss(loss)
     variables = model.trainable_variables
-    grads = tape.gradient(scaled, variables)
-    model.optimizer.apply_gradients(zip(grads, variables))
+    if variables:
+        grads = tape.gradient(scaled, variables)
+        model.optimizer.apply_gradients(zip(grads, variables))
+    else:
+        grads = []
+        common.warn_no_trainable_weights()
     logs = model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
     logs = dict(logs)
     logs[common.LOSS_KEY] = unscaled

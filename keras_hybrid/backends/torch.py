@@ -28,13 +28,19 @@ def train_step(model, data):
     _track_loss(model, loss, x)
     scaled = model.optimizer.scale_loss(loss)
     variables = model.trainable_weights[:]
-    scaled.backward()
-    grads = [v.value.grad for v in variables]
+    if variables:
+        scaled.backward()
+        grads = [v.value.grad for v in variables]
+    else:
+        grads = []
+        common.warn_no_trainable_weights()
     with torch.no_grad():
-        model.optimizer.apply(grads, variables)
-        norm = torch.sqrt(
-            sum(torch.sum(torch.square(g)) for g in grads if g is not None)
-        )
+        if variables:
+            model.optimizer.apply(grads, variables)
+        norm = torch.sqrt(sum(
+            (torch.sum(torch.square(g)) for g in grads if g is not None),
+            torch.zeros(()),
+        ))
     logs = dict(model.compute_metrics(x, y, y_pred, sample_weight=sample_weight))
     logs[common.LOSS_KEY] = loss.detach()
     logs[common.GRAD_NORM_KEY] = norm
