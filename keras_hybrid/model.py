@@ -327,8 +327,10 @@ class WrappedHybridModel(HybridModel):
         )
 
     def load_weights(self, filepath, skip_mismatch=False, **kwargs):
-        """Loads weights saved by the wrapped model, wrapped or not."""
-        return self.inner.load_weights(
+        """Loads weights saved by the wrapped model, wrapped or not (or,
+        from a `.keras` file, a whole saved wrapper's)."""
+        target = super() if str(filepath).endswith(".keras") else self.inner
+        return target.load_weights(
             filepath, skip_mismatch=skip_mismatch, **kwargs
         )
 

@@ -138,14 +138,18 @@ def test_model_without_trainable_weights_trains_like_keras():
     assert summary["total_steps"] == 24 and summary["predict_steps"] == 0
 
 
-def test_wrapped_model_exposes_the_inner_layers_and_attributes():
+def embedding_model():
     keras.utils.set_random_seed(0)
-    inner = keras.Sequential([
+    return keras.Sequential([
         keras.Input((4,), dtype="int32"),
         keras.layers.Embedding(10, 3, name="emb"),
         keras.layers.Flatten(),
         keras.layers.Dense(1),
     ])
+
+
+def test_wrapped_model_exposes_the_inner_layers_and_attributes():
+    inner = embedding_model()
     inner.custom_counter = 7
     wrapped = kh.HybridModel.wrap(inner)
     assert wrapped.layers == inner.layers
@@ -157,14 +161,7 @@ def test_wrapped_model_exposes_the_inner_layers_and_attributes():
 
 def test_tensorboard_embeddings_metadata(tmp_path):
     pytest.importorskip("tensorboard")
-    keras.utils.set_random_seed(0)
-    inner = keras.Sequential([
-        keras.Input((4,), dtype="int32"),
-        keras.layers.Embedding(10, 3, name="emb"),
-        keras.layers.Flatten(),
-        keras.layers.Dense(1),
-    ])
-    model = kh.HybridModel.wrap(inner)
+    model = kh.HybridModel.wrap(embedding_model())
     model.compile(optimizer="sgd", loss="mse")
     x = np.arange(32).reshape(8, 4) % 10
     board = keras.callbacks.TensorBoard(
@@ -172,7 +169,7 @@ def test_tensorboard_embeddings_metadata(tmp_path):
         embeddings_metadata={"emb": "metadata.tsv"},
     )
     model.fit(x, np.zeros((8, 1)), batch_size=4, verbose=0, callbacks=[board])
-    config = (tmp_path / "train" / "projector_config.pbtxt").read_text()
+    config = (tmp_path / "projector_config.pbtxt").read_text()
     assert "metadata.tsv" in config
 
 
@@ -187,6 +184,17 @@ def test_weights_file_loads_into_the_plain_model(tmp_path):
     plain.load_weights(path)
     for a, b in zip(wrapped.get_weights(), plain.get_weights()):
         np.testing.assert_array_equal(a, b)
+    # ... and back; a whole saved wrapper's weights load too.
+    again = kh.HybridModel.wrap(two_outputs())
+    again.load_weights(path)
+    whole = str(tmp_path / "whole.keras")
+    wrapped.save(whole)
+    last = kh.HybridModel.wrap(two_outputs())
+    last.load_weights(whole)
+    for a, b, c in zip(wrapped.get_weights(), again.get_weights(),
+                       last.get_weights()):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
 
 
 def nan_model():

@@ -1,11 +1,12 @@
 """A pytest plugin that runs Keras's own tests through keras-hybrid.
 
 Loaded with `-p tests.keras_compat.plugin` in a pytest run over test files
-shipped inside the installed `keras` package (see `files.py`). While it is
-active, every `fit()` of a plain Keras model is retrofitted: the model is
-wrapped with `HybridModel.wrap`, the wrapper is compiled with the arguments
-of the test's own `compile()` call (and the very same optimizer object),
-and a `HybridPredictCallback` with tiny phases is added to the callbacks.
+shipped inside the installed `keras` package (see `test_keras_suite.py`).
+While it is active, every `fit()` of a plain Keras model is retrofitted: the
+model is wrapped with `HybridModel.wrap`, the wrapper is compiled with the
+arguments of the test's own `compile()` call (and the very same optimizer
+object), and a `HybridPredictCallback` with tiny phases is added to the
+callbacks.
 The test's assertions then check keras-hybrid against Keras's expectations.
 
 The known differences are listed in `expectations.py`: each becomes an
@@ -37,29 +38,26 @@ _COUNTS = collections.Counter()
 # wrapper, which tracks the model, would become its sublayer).
 _COMPILED = weakref.WeakKeyDictionary()
 
-# Tiny phases: WARMUP 1 step, FULL 2, PREDICT 2-3 (a one-batch forward
-# check), CORRECT 1, so that even Keras's short fits (a few batches) reach
-# PREDICT. The hybrid's own entries stay out of the logs
-# (`log_to_progbar=False`): Keras's tests compare the exact log and History
-# keys, and with the default the four extra entries are a documented
-# difference.
+# Tiny phases (`tests.helpers.eager_config` with shorter lengths): WARMUP 1
+# step, FULL 2, PREDICT 2-3 (a one-batch forward check), CORRECT 1, so that
+# even Keras's short fits (a few batches) reach PREDICT. The hybrid's own
+# entries stay out of the logs (`log_to_progbar=False`): Keras's tests
+# compare the exact log and History keys, and with the default the four
+# extra entries are a documented difference.
 TINY_PHASES = dict(
     warmup_steps=1,
     full_steps=2,
     min_predict_steps=2,
     max_predict_steps=3,
-    confidence_threshold=0.0,
     validation_samples=1,
-    correct_steps=1,
-    loss_tolerance=1.0,
     metrics={"log_to_progbar": False},
 )
 
 
 def _hybrid_config():
-    import keras_hybrid as kh
+    from tests.helpers import eager_config
 
-    return kh.HybridConfig(**TINY_PHASES)
+    return eager_config(**TINY_PHASES)
 
 
 # ------------------------------------------------------------ the retrofit
