@@ -107,6 +107,47 @@ def test_model_with_own_train_step_is_refused():
         kh.HybridModel.wrap(OwnStep([keras.layers.Dense(1)]))
 
 
+class TripledLoss(kh.HybridModel):
+    def compute_loss(self, x, y, y_pred, sample_weight=None, training=True):
+        return 3.0 * super().compute_loss(
+            x, y, y_pred, sample_weight, training=training
+        )
+
+
+def test_subclass_compute_loss_is_used_by_every_phase():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 3)).astype("float32")
+    y = x[:, :1] * 2.0
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((3,))
+    model = TripledLoss(inputs, keras.layers.Dense(1)(inputs))
+    # A zero learning rate keeps the weights (and the predicted change at
+    # zero), so that every step's loss is the loss at the same weights.
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
+    plain = keras.losses.MeanSquaredError()(y, model.predict(x, verbose=0))
+    config = eager_config(predict_mode="per_step", **QUIET)
+    callback = kh.HybridPredictCallback(config)
+    history = model.fit(x, y, batch_size=4, shuffle=False, verbose=0,
+                        callbacks=[callback])
+    assert callback.report()["training_summary"]["predict_steps"] > 0
+    np.testing.assert_allclose(history.history["loss"][0],
+                               3.0 * float(plain), rtol=1e-4)
+
+
+def test_subclass_with_own_train_step_is_refused_by_the_callback():
+    class OwnStep(kh.HybridModel):
+        def train_step(self, *args):
+            return super().train_step(*args)
+
+    inputs = keras.Input((3,))
+    model = OwnStep(inputs, keras.layers.Dense(1)(inputs))
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.zeros((8, 3), "float32")
+    with pytest.raises(ValueError, match="overriding `train_step`"):
+        model.fit(x, x[:, :1], verbose=0,
+                  callbacks=[kh.HybridPredictCallback(eager_config())])
+
+
 def frozen_model():
     keras.utils.set_random_seed(0)
     dense = keras.layers.Dense(2)
