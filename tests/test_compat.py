@@ -108,6 +108,13 @@ def test_model_with_own_train_step_is_refused():
 
 
 class TripledLoss(kh.HybridModel):
+    def __init__(self):
+        super().__init__()
+        self.dense = keras.layers.Dense(1)
+
+    def call(self, x):
+        return self.dense(x)
+
     def compute_loss(self, x, y, y_pred, sample_weight=None, training=True):
         return 3.0 * super().compute_loss(
             x, y, y_pred, sample_weight, training=training
@@ -119,8 +126,7 @@ def test_subclass_compute_loss_is_used_by_every_phase():
     x = rng.normal(size=(64, 3)).astype("float32")
     y = x[:, :1] * 2.0
     keras.utils.set_random_seed(0)
-    inputs = keras.Input((3,))
-    model = TripledLoss(inputs, keras.layers.Dense(1)(inputs))
+    model = TripledLoss()
     # A zero learning rate keeps the weights (and the predicted change at
     # zero), so that every step's loss is the loss at the same weights.
     model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
@@ -135,12 +141,11 @@ def test_subclass_compute_loss_is_used_by_every_phase():
 
 
 def test_subclass_with_own_train_step_is_refused_by_the_callback():
-    class OwnStep(kh.HybridModel):
+    class OwnStep(TripledLoss):
         def train_step(self, *args):
             return super().train_step(*args)
 
-    inputs = keras.Input((3,))
-    model = OwnStep(inputs, keras.layers.Dense(1)(inputs))
+    model = OwnStep()
     model.compile(optimizer="sgd", loss="mse")
     x = np.zeros((8, 3), "float32")
     with pytest.raises(ValueError, match="overriding `train_step`"):
