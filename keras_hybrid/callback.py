@@ -78,6 +78,15 @@ class HybridPredictCallback(keras.callbacks.Callback):
                 "`keras_hybrid.HybridModel.wrap(model)` and compile the "
                 f"wrapper. Received: model of type {type(model).__name__}"
             )
+        if type(model).train_step is not HybridModel.train_step:
+            raise ValueError(
+                "HybridPredictCallback needs the HybridModel's own "
+                "`train_step`: PREDICT phases skip the backward pass, so a "
+                "custom training step would silently not run. Put a custom "
+                "loss into `compute_loss()` instead, or train without the "
+                f"callback. Received: model of type {type(model).__name__} "
+                "overriding `train_step`"
+            )
         config = self.config or model.hybrid_config or HybridConfig()
         config.validate()  # fields may have changed since it was built
         backends.get()

@@ -228,7 +228,8 @@ class DivergenceMonitor:
 
         CAUTION shrinks the prediction horizon; WARNING forces FULL phases;
         CRITICAL rolls back to the last good point (halving the learning
-        rate) up to `max_rollbacks` times, then aborts.
+        rate) up to `max_rollbacks` times, then aborts; before the first
+        good point it forces FULL phases (there is nothing to restore).
         """
         if level == DivergenceLevel.NORMAL:
             return Continue()
@@ -240,7 +241,12 @@ class DivergenceMonitor:
             f"{s.name} (value {s.value:.4g}, limit {s.threshold:.4g})"
             for s in signals
         )
-        if last_good_step is None or self.rollbacks >= self.max_rollbacks:
+        if last_good_step is None:
+            # Nothing to roll back to yet: train on with full steps and
+            # leave stopping to the user's callbacks (`TerminateOnNaN`), as
+            # Keras does.
+            return ForceFullPhase(2 * self.full_steps)
+        if self.rollbacks >= self.max_rollbacks:
             return Abort(
                 f"Training diverged at step {step}: {names}. "
                 f"{self.rollbacks} rollback(s) with a halved learning rate "

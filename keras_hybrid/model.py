@@ -80,6 +80,15 @@ class HybridModel(keras.Model):
                 "`model` is already a HybridModel; use it directly. "
                 f"Received: model={model.name!r}"
             )
+        if _overrides(model, "train_step"):
+            raise ValueError(
+                "`model` overrides `train_step`, which the hybrid training "
+                "loop replaces (a PREDICT step runs no backward pass). Move "
+                "a custom loss into `compute_loss()`, which the wrapper "
+                "uses, or keep training this model with plain `fit()`. "
+                f"Received: model={model.name!r} of type "
+                f"{type(model).__name__}"
+            )
         wrapped = WrappedHybridModel(model, name=f"hybrid_{model.name}")
         if config is not None:
             from keras_hybrid.config import HybridConfig
@@ -245,6 +254,18 @@ def _check_saved_model_backend():
     require("tensorflow", "Exporting a SavedModel")
 
 
+# Wrapper attributes never looked up on the wrapped model: its symbolic
+# inputs and outputs would make Keras treat the wrapper as a functional model.
+_NOT_FORWARDED = frozenset(
+    ("inputs", "outputs", "input", "output", "input_spec")
+)
+
+
+def _overrides(model, method):
+    """Whether `model`'s class replaces `keras.Model`'s `method`."""
+    return getattr(type(model), method) is not getattr(keras.Model, method)
+
+
 def _functional_arguments(args, kwargs):
     return (len(args) == 2) or (len(args) == 1 and "outputs" in kwargs) or (
         "inputs" in kwargs and "outputs" in kwargs
@@ -280,6 +301,73 @@ class WrappedHybridModel(HybridModel):
 
     def call(self, inputs, training=None):
         return self.inner(inputs, training=training)
+
+    @property
+    def output_names(self):
+        """The wrapped model's output names (what named losses, metrics
+        and History keys refer to); absent like the model's own if it has
+        none."""
+        names = getattr(self.inner, "output_names", None)
+        if names is None:
+            raise AttributeError(
+                f"{type(self.inner).__name__} has no `output_names`"
+            )
+        return names
+
+    def __getattr__(self, name):
+        # Only reached when normal lookup fails: an attribute of the wrapped
+        # model's own (e.g. a counter a callback reads from `self.model`).
+        lookup = getattr(super(), "__getattr__", None)
+        if lookup is not None:  # PyTorch modules find their parameters here
+            try:
+                return lookup(name)
+            except AttributeError:
+                pass
+        if name.startswith("_") or name in _NOT_FORWARDED or name == "inner":
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute {name!r}"
+            )
+        return getattr(self.inner, name)
+
+    def save_weights(self, filepath, overwrite=True, max_shard_size=None):
+        """Saves the wrapped model's weights: the file is the same as the
+        wrapped model's own and loads into it, wrapped or not."""
+        return self.inner.save_weights(
+            filepath, overwrite=overwrite, max_shard_size=max_shard_size
+        )
+
+    def load_weights(self, filepath, skip_mismatch=False, **kwargs):
+        """Loads weights saved by the wrapped model, wrapped or not (or,
+        from a `.keras` file, a whole saved wrapper's)."""
+        target = super() if str(filepath).endswith(".keras") else self.inner
+        return target.load_weights(
+            filepath, skip_mismatch=skip_mismatch, **kwargs
+        )
+
+    @property
+    def layers(self):
+        """The wrapped model's layers (as callbacks such as `TensorBoard`
+        expect of the model they are given)."""
+        return self.inner.layers
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
+                     training=True):
+        """The wrapped model's `compute_loss()` if it overrides it (with
+        this wrapper's compiled loss in place of the model's own), else
+        `keras.Model.compute_loss`."""
+        if not _overrides(self.inner, "compute_loss"):
+            return super().compute_loss(
+                x, y, y_pred, sample_weight, training=training
+            )
+        inner = self.inner
+        own = inner._compile_loss
+        inner._compile_loss = self._compile_loss
+        try:
+            return inner._compute_loss(
+                x, y, y_pred, sample_weight, training=training
+            )
+        finally:
+            inner._compile_loss = own
 
     def build(self, input_shape):
         if not self.inner.built:

@@ -27,6 +27,7 @@ from keras_hybrid.report import RunStatistics
 from keras_hybrid.state import TrainingState
 from keras_hybrid.step_stats import StepStatistics
 from keras_hybrid.step_stats import to_host
+from keras_hybrid.trajectory import VariableSnapshots
 from keras_hybrid.trajectory import WeightTrajectory
 from keras_hybrid.trajectory import all_finite
 from keras_hybrid.trajectory import finite_flag
@@ -104,12 +105,14 @@ class HybridRunner(RecoveryMixin):
             id(getattr(model, "_hybrid_plain_train", None)),
             id(model.optimizer),
             tuple(id(v) for v in self.variables),
+            tuple(id(v) for v in model.non_trainable_variables),
         )
         cached = getattr(model, "_hybrid_compiled", None)
         if cached is not None and cached.key == key:
             self.trajectory = cached.trajectory
             self.trajectory.reset()
             self.deltas = cached.deltas
+            self._predict_start = cached.predict_start
             self.functions = cached.functions
             self._good_vars = cached.good_vars
         else:
@@ -118,7 +121,8 @@ class HybridRunner(RecoveryMixin):
             # model's own variables.
             model._hybrid_compiled = types.SimpleNamespace(
                 key=key, trajectory=self.trajectory, deltas=self.deltas,
-                functions=self.functions, good_vars=None,
+                predict_start=self._predict_start, functions=self.functions,
+                good_vars=None,
             )
         self.predictor = dynamics.get(self.config, self.trajectory)
         # The weights training starts from are the first rollback target: a
@@ -133,6 +137,11 @@ class HybridRunner(RecoveryMixin):
         model = self.model
         with self.backend.variable_scope(model):
             self.trajectory = WeightTrajectory(self.variables)
+            # What a rejected prediction restores: the weights and the
+            # non-trainable state (e.g. moving statistics) of its start.
+            self._predict_start = VariableSnapshots(
+                self.variables + list(model.non_trainable_variables)
+            )
             self.deltas = [
                 keras.Variable(
                     keras.ops.zeros(v.shape, dtype=v.dtype),
@@ -186,7 +195,9 @@ class HybridRunner(RecoveryMixin):
             self._apply_action()
         elif self._abort is not None:
             self._end_predict(success=False, reason=self._abort)
-        elif c.phase_done:
+        elif c.phase_done and self.functions is not None:
+            # (Without trainable weights there is nothing to predict: every
+            # step stays a plain one.)
             self._end_phase()
 
     def settle(self):
@@ -236,6 +247,10 @@ class HybridRunner(RecoveryMixin):
         )
         if bad_step:
             return True
+        if not (math.isfinite(record.loss) and (
+            record.grad_norm is None or math.isfinite(record.grad_norm)
+        )):
+            return False  # a refused step: nothing to learn from
         self.state.record(record.step, record.loss, record.grad_norm)
         if record.kind == "full":
             self._phase_losses.append((record.step, record.loss))
@@ -545,7 +560,7 @@ class HybridRunner(RecoveryMixin):
         )
         self._outcome = outcome
         self.predicted_loss = outcome.predicted_loss
-        self._restore_point = self.trajectory.snapshots.take()
+        self._restore_point = self._predict_start.take()
         self._check_batches = []
         self.stats.predictions_attempted += 1
         if self.config.predict_mode == "per_step":
@@ -607,10 +622,12 @@ class HybridRunner(RecoveryMixin):
             {"step": self.controller.step, "base_loss": base, "tried": tried,
              "accepted_scale": best[0] if best else None}
         )
+        # The checks leave no trace in the non-trainable state (a layer may
+        # update variables in `call()` even in inference mode).
+        self._predict_start.restore(self._restore_point)
         if best is not None and best_loss <= limit:
             self.trajectory.snapshots.restore(best[1])
             return
-        self.trajectory.snapshots.restore(self._restore_point)
         self._rejected_batches = batches
         self._abort = "forward_check"
 
@@ -633,7 +650,7 @@ class HybridRunner(RecoveryMixin):
             self._awaiting_correct_loss = self.predicted_loss is not None
             c.transition(Phase.CORRECT, outcome="completed")
         else:
-            self.trajectory.snapshots.restore(self._restore_point)
+            self._predict_start.restore(self._restore_point)
             self.stats.predictions_rejected += 1
             self.stats.event(c.step, reason, "weights_restored")
             self.predictor.record_outcome(False)

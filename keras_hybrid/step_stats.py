@@ -59,7 +59,8 @@ class StepStatistics:
             loss: the batch loss as a scalar tensor (or `None`).
             grad_norm: the gradient norm as a scalar tensor, `None` for a
                 step without a backward pass.
-            kind: what ran the step.
+            kind: what ran the step (`"predict"` for a forward-only step;
+                any other kind ran a backward pass).
         """
         if loss is None:
             return
@@ -91,7 +92,7 @@ class StepStatistics:
                 norm = float(host[i])
                 i += 1
             records.append(
-                StepRecord(step, loss, norm, grad_norm is not None, kind)
+                StepRecord(step, loss, norm, kind != "predict", kind)
             )
         return records
 

@@ -1,10 +1,18 @@
 """Backend-neutral helpers shared by the step functions."""
 
+import warnings
+
 import keras
 
 LOSS_KEY = "_hybrid_loss"
 GRAD_NORM_KEY = "_hybrid_grad_norm"
 STAT_KEYS = (LOSS_KEY, GRAD_NORM_KEY)
+
+
+def warn_no_trainable_weights():
+    """Keras' warning for a training step of a model without trainable
+    weights (the step runs the forward pass and the metrics only)."""
+    warnings.warn("The model does not have any trainable weights.")
 
 
 def unpack(data):

@@ -53,6 +53,8 @@ def train_step(model, data):
         finite = _all_replicas(common.update_is_finite(unscaled, norm))
         _guarded_apply(model.optimizer, grads, variables, finite)
         logs_stats[common.GRAD_NORM_KEY] = norm
+    else:
+        common.warn_no_trainable_weights()
     logs = dict(
         model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
     )

@@ -42,6 +42,8 @@ def train_step(model, data):
             finite = common.update_is_finite(loss.detach(), norm)
             _guarded_apply(model.optimizer, grads, variables, finite)
         logs[common.GRAD_NORM_KEY] = norm
+    else:
+        common.warn_no_trainable_weights()
     metrics = model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
     return dict(metrics, **logs)
 
