@@ -216,6 +216,8 @@ class HybridPredictCallback(keras.callbacks.Callback):
     def _add_to_history(self):
         """Gives this fit's `History` the per-epoch hybrid entries (kept off
         the progress bar: `History` is the only callback to receive them)."""
+        if not self.runner.config.metrics.log_to_history:
+            return
         history = getattr(self.model, "history", None)
         records = self._epoch_logs
         if not records or not isinstance(history, keras.callbacks.History):

@@ -249,16 +249,22 @@ class MetricsConfig:
             `predicted_loss` to every batch's logs, so that the progress bar
             and every callback (`CSVLogger`, `TensorBoard`) see them. When
             False (default) the progress bar shows only the model's metrics
-            and `History` still receives the four entries once per epoch.
+            and `History` still receives the four entries once per epoch
+            (see `log_to_history`).
+        log_to_history: add the four entries, once per epoch, to the
+            `History` that `fit()` returns (when `log_to_progbar` is False;
+            set both False for exactly Keras' keys).
         report_path: if set, the JSON training report is written there at the
             end of training.
     """
 
     log_to_progbar: bool = False
+    log_to_history: bool = True
     report_path: str = None
 
     def __post_init__(self):
         _check_bool("metrics.", "log_to_progbar", self.log_to_progbar)
+        _check_bool("metrics.", "log_to_history", self.log_to_history)
         _check_optional_str("metrics.", "report_path", self.report_path)
 
 

@@ -405,7 +405,8 @@ class HybridRunner(RecoveryMixin):
 
     # ========================================================== phases
     def _start_full(self):
-        self.trajectory.start_phase()
+        if self.trajectory is not None:
+            self.trajectory.start_phase()
         self._phase_losses = []
         self._phase_start_features = self.state.features()
 

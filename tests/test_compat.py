@@ -17,7 +17,7 @@ from tests.helpers import eager_config
 
 pytestmark = pytest.mark.backends
 
-QUIET = {"metrics": {"log_to_progbar": False}}
+QUIET = {"metrics": {"log_to_progbar": False, "log_to_history": False}}
 
 
 def two_outputs():
@@ -54,6 +54,15 @@ def test_multi_output_names_losses_and_history_keys(losses):
     history = wrapped.fit(x, y, batch_size=4, verbose=0, callbacks=[callback])
     assert sorted(history.history) == sorted(expected)
     assert "output_a_loss" in history.history
+    # By default History also carries the hybrid's four entries.
+    wrapped.compile(optimizer="sgd", loss=losses,
+                    metrics={"output_a": ["mae"]})
+    history = wrapped.fit(x, y, batch_size=4, verbose=0,
+                          callbacks=[kh.HybridPredictCallback(eager_config())])
+    assert sorted(history.history) == sorted(
+        list(expected) + ["backward_reduction", "confidence", "phase",
+                          "predicted_loss"]
+    )
 
 
 def test_subclassed_model_has_no_output_names_when_wrapped():
@@ -265,8 +274,13 @@ def test_terminate_on_nan_stops_before_any_good_point():
     assert not np.isfinite(history.history["loss"][0])
     report = callback.report()
     assert report["training_summary"]["total_steps"] == 1
+    # The monitor saw the non-finite step at the end of fit(), after
+    # TerminateOnNaN had stopped training, and returned to the weights
+    # training started from (the first good point).
     events = report["divergence_events"]
-    assert events and events[0]["outcome"].startswith("ForceFullPhase")
+    assert events and "non_finite" in events[0]["signal"]
+    assert events[0]["outcome"].startswith("RollbackAndRetry")
+    assert events[0]["outcome"].endswith("(to step 0)")
 
 
 class Counter(keras.layers.Layer):

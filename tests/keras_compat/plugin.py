@@ -41,16 +41,17 @@ _COMPILED = weakref.WeakKeyDictionary()
 # Tiny phases (`tests.helpers.eager_config` with shorter lengths): WARMUP 1
 # step, FULL 2, PREDICT 2-3 (a one-batch forward check), CORRECT 1, so that
 # even Keras's short fits (a few batches) reach PREDICT. The hybrid's own
-# entries stay out of the logs (`log_to_progbar=False`): Keras's tests
-# compare the exact log and History keys, and with the default the four
-# extra entries are a documented difference.
+# entries stay out of the logs and History (`log_to_progbar=False`,
+# `log_to_history=False`): Keras's tests compare the exact log and History
+# keys, and with the defaults the four extra History entries are a
+# documented difference.
 TINY_PHASES = dict(
     warmup_steps=1,
     full_steps=2,
     min_predict_steps=2,
     max_predict_steps=3,
     validation_samples=1,
-    metrics={"log_to_progbar": False},
+    metrics={"log_to_progbar": False, "log_to_history": False},
 )
 
 
