@@ -8,6 +8,9 @@ keras-hybrid summary PATH/bench.json|PATH/headroom.json
 keras-hybrid headroom [--task NAME|all] [--seeds N] [--fractions F,...]
                       [--quick] [--out DIR] [--backend tensorflow|jax|torch]
 keras-hybrid report PATH/report.json [--out PATH.png]
+keras-hybrid overhead [--task NAME|all] [--config PRESET|PATH] [--quick]
+                      [--out DIR] [--backend tensorflow|jax|torch]
+                      [--repetitions N] [--steps N]
 ```
 
 Also `python -m keras_hybrid.cli bench ...`.
@@ -100,6 +103,38 @@ def build_parser():
         "perfect predictor runs, each in (0, 1) (default: 0.5,0.75,0.9)",
     )
     headroom.set_defaults(command_parser=headroom)
+    overhead = commands.add_parser(
+        "overhead",
+        help="what the callback costs when it predicts nothing: plain fit() "
+        "against the hybrid with prediction disabled, per task",
+        description="Times plain fit() against fit() with a "
+        "HybridPredictCallback whose prediction is disabled, alternated in "
+        "one process over the same batches, per task; prints the ratios and "
+        "writes overhead.json.",
+    )
+    overhead.add_argument(
+        "--task", default=None,
+        help="task name or 'all' (default: all; mnist1d-mlp with --quick)",
+    )
+    overhead.add_argument(
+        "--config", default="balanced",
+        help="hybrid config: preset name or YAML path (default: balanced)",
+    )
+    overhead.add_argument("--quick", action="store_true",
+                          help="quick task sizes, one task (mnist1d-mlp)")
+    overhead.add_argument("--out", default="overhead_out",
+                          help="output directory (default: overhead_out)")
+    overhead.add_argument(
+        "--backend", choices=BACKENDS, default=None,
+        help="Keras backend of the measuring process (default: "
+        "KERAS_BACKEND, else tensorflow)",
+    )
+    overhead.add_argument("--repetitions", type=_positive_int, default=3,
+                          help="alternated repetitions (default: 3)")
+    overhead.add_argument("--steps", type=_positive_int, default=None,
+                          help="timed steps per repetition (default: 200; "
+                          "60 with --quick)")
+    overhead.set_defaults(command_parser=overhead)
     report = commands.add_parser(
         "report",
         help="summarize a training report (from "
@@ -223,6 +258,25 @@ def resolve_headroom_args(parser, args):
     return {**common, "fractions": list(fractions)}
 
 
+def resolve_overhead_args(parser, args):
+    """Validates `overhead` arguments.
+
+    Returns:
+        A dict of keyword arguments for
+        `keras_hybrid.bench.overhead_run.run_overhead`.
+    """
+    from keras_hybrid.config import HybridConfig
+
+    common = _resolve_common_args(parser, args)
+    del common["seeds"]
+    try:
+        HybridConfig.resolve(args.config)
+    except ValueError as e:
+        parser.error(f"invalid --config: {e}")
+    return {**common, "config": args.config,
+            "repetitions": args.repetitions, "steps": args.steps}
+
+
 def _resolve_common_args(parser, args):
     """`--task`, `--seeds`, `--quick`, `--out` and `--backend`, validated."""
     from keras_hybrid.bench.tasks import TASK_NAMES
@@ -233,7 +287,9 @@ def _resolve_common_args(parser, args):
             f"unknown task; expected 'all' or one of {list(TASK_NAMES)}. "
             f"Received: --task={task!r}"
         )
-    seeds = args.seeds or (QUICK_SEEDS if args.quick else FULL_SEEDS)
+    seeds = getattr(args, "seeds", None) or (
+        QUICK_SEEDS if args.quick else FULL_SEEDS
+    )
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         parser.error(
             "--out must be a directory. "
@@ -307,6 +363,11 @@ def main(argv=None):
         return _run_arms("headroom", run_headroom, kwargs)
     elif args.command == "report":
         return _report(args)
+    elif args.command == "overhead":
+        kwargs = resolve_overhead_args(args.command_parser, args)
+        from keras_hybrid.bench.overhead_run import run_overhead
+
+        return _run_arms("overhead", run_overhead, kwargs)
     elif args.command == "summary":
         from keras_hybrid.bench import summary
 

@@ -486,3 +486,25 @@ def test_bad_overhead_arguments(tmp_path):
                       out_dir=str(tmp_path))
     with pytest.raises(ValueError, match="overhead_steps"):
         run_benchmark([TinyTask()], overhead_steps=0, out_dir=str(tmp_path))
+
+
+def test_overhead_command_measures_each_task(tmp_path, capsys):
+    from keras_hybrid.bench.overhead_run import run_overhead
+
+    parser = cli.build_parser()
+    kwargs = cli.resolve_overhead_args(parser, parser.parse_args(
+        ["overhead", "--quick", "--repetitions", "2", "--steps", "5",
+         "--out", str(tmp_path)]))
+    assert kwargs == {"tasks": "mnist1d-mlp", "quick": True,
+                      "out_dir": str(tmp_path), "backend": None,
+                      "config": "balanced", "repetitions": 2, "steps": 5}
+    result = run_overhead([TinyTask()], config=TINY_CONFIG,
+                          out_dir=str(tmp_path), repetitions=1, steps=3)
+    data = _strict_json(tmp_path / "overhead.json")
+    assert data["kind"] == "overhead"
+    entry = data["tasks"]["tiny"]
+    assert entry == result["tasks"]["tiny"]
+    assert entry["repetitions"] == 1 and entry["steps"] == 3
+    assert "[tiny]" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="repetitions"):
+        run_overhead([TinyTask()], repetitions=0, out_dir=str(tmp_path))
