@@ -51,10 +51,7 @@ def build_parser():
         quick_help="quick task sizes, one task (mnist1d-mlp) and one seed: "
         "under 3 minutes on 2 CPU cores",
     )
-    bench.add_argument(
-        "--config", default="balanced",
-        help="hybrid config: preset name or YAML path (default: balanced)",
-    )
+    _add_config_argument(bench)
     bench.add_argument(
         "--predictors", default=None,
         help="comma-separated predictor types, one hybrid arm (and one "
@@ -112,23 +109,11 @@ def build_parser():
         "one process over the same batches, per task; prints the ratios and "
         "writes overhead.json.",
     )
-    overhead.add_argument(
-        "--task", default=None,
-        help="task name or 'all' (default: all; mnist1d-mlp with --quick)",
+    _add_run_arguments(
+        overhead, out="overhead_out",
+        quick_help="quick task sizes, one task (mnist1d-mlp)", seeds=False,
     )
-    overhead.add_argument(
-        "--config", default="balanced",
-        help="hybrid config: preset name or YAML path (default: balanced)",
-    )
-    overhead.add_argument("--quick", action="store_true",
-                          help="quick task sizes, one task (mnist1d-mlp)")
-    overhead.add_argument("--out", default="overhead_out",
-                          help="output directory (default: overhead_out)")
-    overhead.add_argument(
-        "--backend", choices=BACKENDS, default=None,
-        help="Keras backend of the measuring process (default: "
-        "KERAS_BACKEND, else tensorflow)",
-    )
+    _add_config_argument(overhead)
     overhead.add_argument("--repetitions", type=_positive_int, default=3,
                           help="alternated repetitions (default: 3)")
     overhead.add_argument("--steps", type=_positive_int, default=None,
@@ -152,18 +137,26 @@ def build_parser():
     return parser
 
 
-def _add_run_arguments(parser, out, quick_help):
-    """`--task`, `--seeds`, `--quick`, `--out` and `--backend` (the
-    arguments `_resolve_common_args` checks)."""
+def _add_config_argument(parser):
+    parser.add_argument(
+        "--config", default="balanced",
+        help="hybrid config: preset name or YAML path (default: balanced)",
+    )
+
+
+def _add_run_arguments(parser, out, quick_help, seeds=True):
+    """`--task`, `--seeds` (unless `seeds` is False), `--quick`, `--out` and
+    `--backend` (the arguments `_resolve_common_args` checks)."""
     parser.add_argument(
         "--task", default=None,
         help="task name or 'all' (default: all; mnist1d-mlp with --quick)",
     )
-    parser.add_argument(
-        "--seeds", type=_positive_int, default=None,
-        help=f"number of seeds (default: {FULL_SEEDS}; {QUICK_SEEDS} with "
-        "--quick)",
-    )
+    if seeds:
+        parser.add_argument(
+            "--seeds", type=_positive_int, default=None,
+            help=f"number of seeds (default: {FULL_SEEDS}; {QUICK_SEEDS} "
+            "with --quick)",
+        )
     parser.add_argument("--quick", action="store_true", help=quick_help)
     parser.add_argument("--out", default=out,
                         help=f"output directory (default: {out})")
