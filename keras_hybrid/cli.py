@@ -3,10 +3,12 @@
 ```
 keras-hybrid bench [--task NAME|all] [--seeds N] [--config PRESET|PATH]
                    [--quick] [--out DIR] [--backend tensorflow|jax|torch]
-                   [--predictors TYPE,...]
+                   [--schedule constant|cosine] [--predictors TYPE,...]
+                   [--first-seed N]
 keras-hybrid summary PATH/bench.json|PATH/headroom.json
 keras-hybrid headroom [--task NAME|all] [--seeds N] [--fractions F,...]
                       [--quick] [--out DIR] [--backend tensorflow|jax|torch]
+                      [--schedule constant|cosine]
 ```
 
 Also `python -m keras_hybrid.cli bench ...`.
@@ -57,6 +59,10 @@ def build_parser():
         "equal-budget arm) each (default: all of them; with --quick only the "
         "config's predictor.type)",
     )
+    bench.add_argument(
+        "--first-seed", type=_non_negative_int, default=0,
+        help="first seed (default: 0); tune on seeds you do not report",
+    )
     bench.set_defaults(command_parser=bench)
     summary = commands.add_parser(
         "summary",
@@ -97,8 +103,8 @@ def build_parser():
 
 
 def _add_run_arguments(parser, out, quick_help):
-    """`--task`, `--seeds`, `--quick`, `--out` and `--backend` (the
-    arguments `_resolve_common_args` checks)."""
+    """`--task`, `--seeds`, `--quick`, `--out`, `--backend` and
+    `--schedule` (the arguments `_resolve_common_args` checks)."""
     parser.add_argument(
         "--task", default=None,
         help="task name or 'all' (default: all; mnist1d-mlp with --quick)",
@@ -116,6 +122,12 @@ def _add_run_arguments(parser, out, quick_help):
         help="Keras backend of the arm processes (default: KERAS_BACKEND, "
         "else tensorflow)",
     )
+    parser.add_argument(
+        "--schedule", default="constant",
+        help="learning-rate recipe of every arm: 'constant' (the task's "
+        "warmup, then its peak rate) or 'cosine' (warmup, then a cosine "
+        "decay to 0); equal-budget compresses it (default: constant)",
+    )
 
 
 def _positive_int(text):
@@ -128,6 +140,18 @@ def _positive_int(text):
     if value < 1:
         raise argparse.ArgumentTypeError(
             f"must be a positive integer. Received: {text!r}"
+        )
+    return value
+
+
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"must be a non-negative integer. Received: {text!r}"
         )
     return value
 
@@ -161,7 +185,8 @@ def resolve_bench_args(parser, args):
         predictors = [config.predictor.type]
     else:
         predictors = list(dynamics.AVAILABLE)
-    return {**common, "config": args.config, "predictors": predictors}
+    return {**common, "config": args.config, "predictors": predictors,
+            "first_seed": args.first_seed}
 
 
 def resolve_headroom_args(parser, args):
@@ -190,9 +215,16 @@ def resolve_headroom_args(parser, args):
 
 
 def _resolve_common_args(parser, args):
-    """`--task`, `--seeds`, `--quick`, `--out` and `--backend`, validated."""
+    """`--task`, `--seeds`, `--quick`, `--out`, `--backend` and
+    `--schedule`, validated."""
+    from keras_hybrid.bench.schedules import SCHEDULES
     from keras_hybrid.bench.tasks import TASK_NAMES
 
+    if args.schedule not in SCHEDULES:
+        parser.error(
+            f"unknown schedule; expected one of {list(SCHEDULES)}. "
+            f"Received: --schedule={args.schedule!r}"
+        )
     task = args.task or (QUICK_TASK if args.quick else "all")
     if task != "all" and task not in TASK_NAMES:
         parser.error(
@@ -219,6 +251,7 @@ def _resolve_common_args(parser, args):
         "quick": bool(args.quick),
         "out_dir": args.out,
         "backend": backend,
+        "schedule": args.schedule,
     }
 
 

@@ -104,7 +104,8 @@ class HybridRunner(RecoveryMixin):
         self.functions = self.backend.make_phase_functions(
             model, self.trajectory.accumulators, self.deltas
         )
-        self.predictor = dynamics.get(self.config, self.trajectory)
+        self.predictor = dynamics.get(self.config, self.trajectory,
+                                      optimizer=model.optimizer)
         if self.controller.phase == Phase.FULL:
             self._start_full()
 
@@ -453,6 +454,11 @@ class HybridRunner(RecoveryMixin):
 
         base = mean_loss()
         best_loss, best = base, None
+        if getattr(self._outcome, "judge_from_start", False):
+            # A jump must beat its own (denoised) starting point too, so
+            # that denoising alone never counts as progress.
+            self.trajectory.snapshots.restore(self._outcome.start)
+            best_loss = min(base, mean_loss())
         tried = []
         for scale in self.config.predictor.jump_scales:
             candidate = self._outcome.targets(scale)
