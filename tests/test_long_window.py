@@ -165,6 +165,11 @@ def test_nesterov_momentum_extrapolates_a_linear_drift():
     # moves 30 steps along the drift.
     moved = [t - r for t, r in zip(_arrays(outcome.targets(1.0)), raw)]
     assert _rel(moved, [30 * v for v in velocity]) < 0.05
+    # Scales beyond 1 reach past the phase (the rates are read that far).
+    nesterov.config = _config("nesterov", jump_scales=(2.0, 1.0, 0.0))
+    outcome = nesterov.predict_phase_outcome(TrainingState(), 30)
+    moved = [t - r for t, r in zip(_arrays(outcome.targets(2.0)), raw)]
+    assert _rel(moved, [60 * v for v in velocity]) < 0.05
     # A larger outer momentum accelerates: mu = 0.8 moves 4x as far.
     fast = NesterovPredictor(_config("nesterov", momentum=0.8), trajectory)
     _run(fast, trajectory, weight_at, phases=40, start=0)

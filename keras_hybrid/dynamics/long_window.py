@@ -177,12 +177,15 @@ class LongWindowPredictor(DriftPredictor):
 
     def predict_phase_outcome(self, state, phase_length):
         loss, bounds = self._forecast(state, phase_length)
-        ahead = self._rates(self._step(), max(int(phase_length), 1))
+        length = max(int(phase_length), 1)
+        # The rates as far as the largest candidate scale reaches.
+        reach = max([1.0] + list(self.config.predictor.jump_scales))
+        ahead = self._rates(self._step(), int(np.ceil(reach * length)))
         base, direction, coefficients = self._jump_parts()
         coefficients = np.asarray(coefficients, "float64")
 
         def targets(scale):
-            units = horizon_units(ahead, scale)
+            units = horizon_units(ahead, scale * length / len(ahead))
             return combine(base, direction, coefficients * units)
 
         per_step = combine(
