@@ -274,3 +274,25 @@ def test_state_round_trip(kind):
     b = _arrays(other.predict_phase_outcome(TrainingState(), 20).targets(1.0))
     for x, y in zip(a, b):
         np.testing.assert_allclose(x, y, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["nesterov", "holt"])
+def test_hybrid_fit_jumps_with_long_window_predictors(kind):
+    from helpers import build_mlp, compile_model, eager_config
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1024, 20)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+    model = compile_model(kh.HybridModel.wrap(build_mlp(0)),
+                          learning_rate=1e-3)
+    callback = kh.HybridPredictCallback(eager_config(
+        full_steps=10, predictor={"type": kind, "min_agreement": -1.0}))
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[callback])
+    summary = callback.report()["training_summary"]
+    assert summary["predictions_attempted"] > 0
+    assert summary["backward_passes"] < 64
+    assert all(np.all(np.isfinite(np.asarray(w))) for w in model.weights)
+    if kind == "holt":
+        # Every tried jump was judged against its denoised start as well.
+        jumps = callback.runner.stats.jumps
+        assert jumps and all(j["tried"] for j in jumps)
