@@ -49,6 +49,8 @@ from typing import Callable
 import keras
 import numpy as np
 
+from keras_hybrid.bench.transformer import byte_transformer
+
 TASK_NAMES = ("mnist1d-mlp", "mnist1d-cnn", "stdlib-lm", "stdlib-gpt")
 
 # ---------------------------------------------------------------------------
@@ -630,61 +632,9 @@ def _stdlib_lm_task(quick):
 
 
 # ---------------------------------------------------------------------------
-# Causal transformer byte language model on the standard library
+# Causal transformer byte language model on the standard library (the model:
+# `keras_hybrid.bench.transformer`)
 # ---------------------------------------------------------------------------
-
-
-def _transformer_block(h, width, heads, sequence_length):
-    a = keras.layers.LayerNormalization(epsilon=1e-5)(h)
-    a = keras.layers.MultiHeadAttention(
-        num_heads=heads, key_dim=width // heads
-    )(a, a, use_causal_mask=True)
-    h = keras.layers.Add()([h, a])
-    m = keras.layers.LayerNormalization(epsilon=1e-5)(h)
-    m = keras.layers.Dense(4 * width, activation="gelu")(m)
-    m = keras.layers.Dense(width)(m)
-    return keras.layers.Add()([h, m])
-
-
-@keras.saving.register_keras_serializable(package="keras_hybrid")
-class PositionEmbedding(keras.layers.Layer):
-    """Adds a learned embedding of each position to a `(batch, length,
-    width)` input.
-
-    Args:
-        length: the sequence length.
-        width: the embedding width.
-    """
-
-    def __init__(self, length, width, **kwargs):
-        super().__init__(**kwargs)
-        self.length = int(length)
-        self.width = int(width)
-
-    def build(self, input_shape):
-        self.embeddings = self.add_weight(
-            shape=(self.length, self.width),
-            initializer=keras.initializers.RandomNormal(stddev=0.02),
-            name="embeddings",
-        )
-
-    def call(self, inputs):
-        return inputs + self.embeddings[None, : keras.ops.shape(inputs)[1]]
-
-    def get_config(self):
-        return {**super().get_config(), "length": self.length,
-                "width": self.width}
-
-
-def _byte_transformer(sequence_length):
-    inputs = keras.Input(shape=(sequence_length,), dtype="int32", name="bytes")
-    h = keras.layers.Embedding(256, _GPT_WIDTH)(inputs)
-    h = PositionEmbedding(sequence_length, _GPT_WIDTH)(h)
-    for _ in range(_GPT_BLOCKS):
-        h = _transformer_block(h, _GPT_WIDTH, _GPT_HEADS, sequence_length)
-    h = keras.layers.LayerNormalization(epsilon=1e-5)(h)
-    outputs = keras.layers.Dense(256, name="logits")(h)
-    return keras.Model(inputs, outputs, name="stdlib_gpt")
 
 
 def _stdlib_gpt_task(quick):
@@ -705,7 +655,10 @@ def _stdlib_gpt_task(quick):
             f"{_GPT_HEADS} heads, MLP {4 * _GPT_WIDTH}; AdamW (weight decay "
             f"{_GPT_WEIGHT_DECAY}), {_GPT_WARMUP_STEPS[quick]} warmup steps."
         ),
-        model_fn=functools.partial(_byte_transformer, _LM_SEQUENCE_LENGTH),
+        model_fn=functools.partial(
+            byte_transformer, _LM_SEQUENCE_LENGTH, width=_GPT_WIDTH,
+            blocks=_GPT_BLOCKS, heads=_GPT_HEADS,
+        ),
         warmup_steps=_GPT_WARMUP_STEPS[quick],
         optimizer="adamw",
         weight_decay=_GPT_WEIGHT_DECAY,
