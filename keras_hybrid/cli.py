@@ -3,10 +3,12 @@
 ```
 keras-hybrid bench [--task NAME|all] [--seeds N] [--config PRESET|PATH]
                    [--quick] [--out DIR] [--backend tensorflow|jax|torch]
-                   [--predictors TYPE,...]
+                   [--schedule constant|cosine] [--predictors TYPE,...]
+                   [--first-seed N]
 keras-hybrid summary PATH/bench.json|PATH/headroom.json
 keras-hybrid headroom [--task NAME|all] [--seeds N] [--fractions F,...]
                       [--quick] [--out DIR] [--backend tensorflow|jax|torch]
+                      [--schedule constant|cosine]
 keras-hybrid report PATH/report.json [--out PATH.png]
 keras-hybrid overhead [--task NAME|all] [--config PRESET|PATH] [--quick]
                       [--out DIR] [--backend tensorflow|jax|torch]
@@ -57,6 +59,10 @@ def build_parser():
         help="comma-separated predictor types, one hybrid arm (and one "
         "equal-budget arm) each (default: all of them; with --quick only the "
         "config's predictor.type)",
+    )
+    bench.add_argument(
+        "--first-seed", type=_non_negative_int, default=0,
+        help="first seed (default: 0); tune on seeds you do not report",
     )
     bench.add_argument(
         "--overhead-repetitions", type=_non_negative_int, default=3,
@@ -145,8 +151,9 @@ def _add_config_argument(parser):
 
 
 def _add_run_arguments(parser, out, quick_help, seeds=True):
-    """`--task`, `--seeds` (unless `seeds` is False), `--quick`, `--out` and
-    `--backend` (the arguments `_resolve_common_args` checks)."""
+    """`--task`, `--seeds` (unless `seeds` is False), `--quick`, `--out`,
+    `--backend` and `--schedule` (the arguments `_resolve_common_args`
+    checks)."""
     parser.add_argument(
         "--task", default=None,
         help="task name or 'all' (default: all; mnist1d-mlp with --quick)",
@@ -164,6 +171,12 @@ def _add_run_arguments(parser, out, quick_help, seeds=True):
         "--backend", choices=BACKENDS, default=None,
         help="Keras backend of the arm processes (default: KERAS_BACKEND, "
         "else tensorflow)",
+    )
+    parser.add_argument(
+        "--schedule", default="constant",
+        help="learning-rate recipe of every arm: 'constant' (the task's "
+        "warmup, then its peak rate) or 'cosine' (warmup, then a cosine "
+        "decay to 0); equal-budget compresses it (default: constant)",
     )
 
 
@@ -223,7 +236,8 @@ def resolve_bench_args(parser, args):
     else:
         predictors = list(dynamics.AVAILABLE)
     return {**common, "config": args.config, "predictors": predictors,
-            "overhead_repetitions": args.overhead_repetitions}
+            "overhead_repetitions": args.overhead_repetitions,
+            "first_seed": args.first_seed}
 
 
 def resolve_headroom_args(parser, args):
@@ -261,7 +275,7 @@ def resolve_overhead_args(parser, args):
     from keras_hybrid.config import HybridConfig
 
     common = _resolve_common_args(parser, args)
-    del common["seeds"]
+    del common["seeds"], common["schedule"]
     try:
         HybridConfig.resolve(args.config)
     except ValueError as e:
@@ -271,9 +285,16 @@ def resolve_overhead_args(parser, args):
 
 
 def _resolve_common_args(parser, args):
-    """`--task`, `--seeds`, `--quick`, `--out` and `--backend`, validated."""
+    """`--task`, `--seeds`, `--quick`, `--out`, `--backend` and
+    `--schedule`, validated."""
+    from keras_hybrid.bench.schedules import SCHEDULES
     from keras_hybrid.bench.tasks import TASK_NAMES
 
+    if args.schedule not in SCHEDULES:
+        parser.error(
+            f"unknown schedule; expected one of {list(SCHEDULES)}. "
+            f"Received: --schedule={args.schedule!r}"
+        )
     task = args.task or (QUICK_TASK if args.quick else "all")
     if task != "all" and task not in TASK_NAMES:
         parser.error(
@@ -302,6 +323,7 @@ def _resolve_common_args(parser, args):
         "quick": bool(args.quick),
         "out_dir": args.out,
         "backend": backend,
+        "schedule": args.schedule,
     }
 
 

@@ -13,7 +13,7 @@ import os
 
 import yaml
 
-PREDICTOR_TYPES = ("drift", "linear", "mlp", "rssm")
+PREDICTOR_TYPES = ("drift", "linear", "mlp", "rssm", "nesterov", "holt")
 BASIS_METHODS = ("pca", "power", "dmd")
 CALIBRATION_METHODS = ("temperature", "binning")
 HORIZON_POLICIES = ("confidence", "ucb1", "linucb")
@@ -85,9 +85,13 @@ class PredictorConfig:
 
     Args:
         type: `"drift"` (extends the phase's averaged trajectory along its
-            drift; no learned model), or a learned ensemble over the
-            trajectory basis: `"linear"` (closed-form ridge), `"mlp"` or
-            `"rssm"` (GRU + categorical latent, trained by truncated BPTT).
+            drift; no learned model), a long-window estimator with nothing
+            learned: `"nesterov"` (outer Nesterov momentum over whole FULL
+            phase displacements) or `"holt"` (two exponential moving
+            averages of the weights, time constants L and 4L), or a learned
+            ensemble over the trajectory basis: `"linear"` (closed-form
+            ridge), `"mlp"` or `"rssm"` (GRU + categorical latent, trained
+            by truncated BPTT).
         trajectory_rank: rank of the low-rank weight-trajectory basis.
         trajectory_basis: how the basis is fitted: `"pca"`, `"power"`
             (warm-started power iteration) or `"dmd"`.
@@ -115,6 +119,17 @@ class PredictorConfig:
             the networks they have. Refitting is most of their overhead, a
             fixed cost per phase: raise this where the model's steps are
             cheap. Ignored by `drift`.
+        momentum: the outer momentum `mu` of `"nesterov"`, in [0, 1).
+        outer_learning_rate: the outer step size `eta` of `"nesterov"`,
+            in (0, 10]: a jump adds `eta * mu * b` (scaled to the skipped
+            steps' learning rates) to the weights.
+        min_agreement: `"nesterov"` and `"holt"` jump only while the cosine
+            between the last FULL phase's drift and the long-window velocity
+            is at least this (a drift-to-noise gate), in [-1, 1].
+        min_lr_fraction: `"nesterov"` and `"holt"` never jump while the
+            learning rate rises (warmup) or once the rate at the end of the
+            jump falls below this fraction of the largest rate seen (a
+            schedule's cooldown), in [0, 1).
     """
 
     type: str = "drift"
@@ -133,6 +148,10 @@ class PredictorConfig:
     calibration: str = "temperature"
     jump_scales: tuple = (1.0, 0.5, 0.25, 0.0)
     refit_interval: int = 1
+    momentum: float = 0.5
+    outer_learning_rate: float = 1.0
+    min_agreement: float = 0.1
+    min_lr_fraction: float = 0.2
 
     def __post_init__(self):
         self.hidden_dims = tuple(self.hidden_dims)
@@ -174,6 +193,13 @@ class PredictorConfig:
             )
         for scale in self.jump_scales:
             _check_number(o, "jump_scales", scale, 0.0, 10.0)
+        _check_number(o, "momentum", self.momentum, 0.0)
+        _check_range(o, "momentum", self.momentum, None, 0.999)
+        _check_number(o, "outer_learning_rate", self.outer_learning_rate,
+                      0.0, 10.0, low_open=True)
+        _check_number(o, "min_agreement", self.min_agreement, -1.0, 1.0)
+        _check_number(o, "min_lr_fraction", self.min_lr_fraction, 0.0)
+        _check_range(o, "min_lr_fraction", self.min_lr_fraction, None, 0.999)
 
 
 @dataclasses.dataclass

@@ -124,7 +124,8 @@ class HybridRunner(RecoveryMixin):
                 predict_start=self._predict_start, functions=self.functions,
                 good_vars=None,
             )
-        self.predictor = dynamics.get(self.config, self.trajectory)
+        self.predictor = dynamics.get(self.config, self.trajectory,
+                                      optimizer=model.optimizer)
         # The weights training starts from are the first rollback target: a
         # non-finite first step (refused in the compiled step) can be
         # recovered from like any later one.
@@ -598,6 +599,11 @@ class HybridRunner(RecoveryMixin):
 
         base, _ = mean_loss()
         best_loss, best = base, None
+        if getattr(self._outcome, "judge_from_start", False):
+            # A jump must beat its own (denoised) starting point too, so
+            # that denoising alone never counts as progress.
+            self.trajectory.snapshots.restore(self._outcome.start)
+            best_loss = min(base, mean_loss()[0])
         tried = []
         previous = None
         for scale in self.config.predictor.jump_scales:

@@ -292,7 +292,7 @@ def test_run_benchmark_schema(tmp_path, capfd):
     task = data["tasks"]["tiny"]
     for key in ("settings", "per_seed", "aggregate", "ratios", "overhead"):
         assert key in task, key
-    names = ["baseline", "hybrid-drift", "equal-budget-drift",
+    names = ["baseline", "hybrid-drift", "equal-budget-drift", "wsd-drift",
              "truncated-drift"]
     seed = task["per_seed"][0]
     assert list(seed["arms"]) == names
@@ -301,6 +301,11 @@ def test_run_benchmark_schema(tmp_path, capfd):
         assert set(figures.ARM_FIGURES) <= set(task["aggregate"][name])
         if name != "truncated-drift":
             assert seed["arms"][name]["evals"][0]["step"] == 0
+    wsd = seed["arms"]["wsd-drift"]
+    assert wsd["budget"] == wsd["optimizer_iterations"] == (
+        seed["arms"]["hybrid-drift"]["figures"]["backward_passes"])
+    assert "hybrid-drift/wsd-drift" in task["ratios"]
+    assert task["settings"]["schedule"] == "constant"
     hybrid = seed["arms"]["hybrid-drift"]
     budget = seed["arms"]["equal-budget-drift"]
     assert budget["budget"] == hybrid["figures"]["backward_passes"]
@@ -334,7 +339,8 @@ def test_run_benchmark_schema(tmp_path, capfd):
         / seed["arms"]["truncated-drift"]["figures"]["final_val_loss"])
     text = summary.markdown_table(data)
     assert text.splitlines()[2].startswith("| tiny | drift | 1 |")
-    assert "beats both: " in text
+    assert "beats all three: " in text
+    assert "backward-to-target / baseline" in text
 
 
 def test_run_benchmark_argument_errors(tmp_path):
@@ -420,8 +426,10 @@ def test_cli_defaults():
     assert custom == {"tasks": "mnist1d-mlp", "seeds": 2,
                       "config": "aggressive", "quick": True, "out_dir": "x",
                       "backend": "tensorflow", "predictors": ["drift"],
-                      "overhead_repetitions": 3}
-    assert full["predictors"] == ["drift", "linear", "mlp", "rssm"]
+                      "overhead_repetitions": 3,
+                      "schedule": "constant", "first_seed": 0}
+    assert full["predictors"] == ["drift", "linear", "mlp", "rssm",
+                                  "nesterov", "holt"]
     chosen = cli.resolve_bench_args(parser, parser.parse_args(
         ["bench", "--predictors", "mlp, rssm", "--overhead-repetitions",
          "0"]))

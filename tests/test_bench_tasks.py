@@ -48,7 +48,8 @@ def _weights(model):
 
 
 def test_task_names():
-    assert tasks.TASK_NAMES == ("mnist1d-mlp", "mnist1d-cnn", "stdlib-lm")
+    assert tasks.TASK_NAMES == ("mnist1d-mlp", "mnist1d-cnn", "stdlib-lm",
+                                "stdlib-gpt")
 
 
 def test_unknown_name_raises():
@@ -211,7 +212,7 @@ def test_one_train_step(quick_tasks, name):
     assert np.isfinite(logs["loss"])
     assert 0.0 <= logs["accuracy"] <= 1.0
     logits = model.predict(task.x_val[:4], verbose=0)
-    classes = 256 if name == "stdlib-lm" else 10
+    classes = 256 if name.startswith("stdlib") else 10
     assert logits.shape[-1] == classes
     assert logits.shape[:-1] == task.y_val[:4].shape
 
@@ -219,7 +220,7 @@ def test_one_train_step(quick_tasks, name):
 def test_settings(quick_tasks):
     for name, task in quick_tasks.items():
         assert task.name == name
-        assert 128 <= task.batch_size <= 256
+        assert 32 <= task.batch_size <= 256
         assert task.epochs >= 1
         assert task.learning_rate > 0
         assert task.metrics == ["accuracy"]
@@ -242,3 +243,16 @@ def test_make_optimizer(quick_tasks):
     for bad in (0.0, -1e-3, "fast"):
         with pytest.raises(ValueError, match="Received: learning_rate="):
             task.make_optimizer(bad)
+
+
+def test_stdlib_gpt_recipe(quick_tasks):
+    task = quick_tasks["stdlib-gpt"]
+    optimizer = task.make_optimizer()
+    assert isinstance(optimizer, keras.optimizers.AdamW)
+    assert optimizer.weight_decay == pytest.approx(task.weight_decay)
+    assert 0 < task.warmup_steps < task.epochs * task.steps_per_epoch // 4
+    # The same byte windows as stdlib-lm (never a validation file).
+    lm = quick_tasks["stdlib-lm"]
+    np.testing.assert_array_equal(task.x_val, lm.x_val)
+    with pytest.raises(ValueError, match="Received: optimizer='sgd'"):
+        tasks.Task(**{**vars(task), "optimizer": "sgd"})

@@ -142,7 +142,7 @@ def test_cli_defaults():
         parser, parser.parse_args(["headroom"]))
     assert full == {"tasks": "all", "seeds": 3, "quick": False,
                     "out_dir": "headroom_out", "backend": None,
-                    "fractions": [0.5, 0.75, 0.9]}
+                    "fractions": [0.5, 0.75, 0.9], "schedule": "constant"}
     quick = cli.resolve_headroom_args(parser, parser.parse_args(
         ["headroom", "--quick", "--fractions", "0.8,0.4"]))
     assert (quick["tasks"], quick["seeds"], quick["fractions"]) == (

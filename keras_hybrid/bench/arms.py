@@ -9,11 +9,15 @@ An arm spec is a dict:
 - `task`: a task object (see `keras_hybrid.bench.tasks.Task`) or a task name
   (then `get_task(name, quick)` builds it).
 - `quick`: bool, passed to `get_task` for a task name.
-- `arm`: `"baseline"`, `"hybrid"` or `"equal-budget"`.
+- `arm`: `"baseline"`, `"hybrid"`, `"equal-budget"` or `"wsd"`.
+- `schedule`: the task's recipe, `"constant"` (default) or `"cosine"` (see
+  `keras_hybrid.bench.schedules`).
 - `name`: the arm's label (`"hybrid-linear"`, ...).
 - `seed`: the random seed.
 - `epochs`: epochs to train (`"baseline"`, `"hybrid"`).
-- `budget`: exact number of optimizer steps (`"equal-budget"`).
+- `budget`: exact number of optimizer steps (`"equal-budget"`: the recipe
+  compressed to it; `"wsd"`: the peak learning rate held, then a linear
+  cooldown to 0 over its last 20%).
 - `probe_steps`: steps at which the `"baseline"` arm is also validated (and
   tested) without touching its curve: the baseline read at a hybrid arm's
   backward count is the "truncated" reference (its schedule not shortened).
@@ -31,7 +35,7 @@ import time
 import keras
 import numpy as np
 
-ARM_KINDS = ("baseline", "hybrid", "equal-budget")
+ARM_KINDS = ("baseline", "hybrid", "equal-budget", "wsd")
 EVAL_BATCH_SIZE = 512
 
 
@@ -231,9 +235,16 @@ class EvalClock(keras.callbacks.Callback):
         loss, accuracy = self.validator(self.model)
         self.evals.append({
             "step": self.step, "time_s": at, "val_loss": loss,
-            "val_acc": accuracy,
+            "val_acc": accuracy, "backward": self._backward(),
         })
         self._paused += time.perf_counter() - begin
+
+    def _backward(self):
+        """Backward passes run so far (the hybrid's own count, else one
+        per step)."""
+        runner = getattr(self.model, "_hybrid_runner", None)
+        stats = getattr(runner, "stats", None)
+        return self.step if stats is None else int(stats.backward)
 
     def _probe(self):
         begin = time.perf_counter()
@@ -250,6 +261,7 @@ class EvalClock(keras.callbacks.Callback):
         self.probes.append({
             "step": self.step, "time_s": self.clock[-1], "val_loss": loss,
             "val_acc": accuracy, "test_loss": test,
+            "backward": self._backward(),
         })
         self._paused += time.perf_counter() - begin
 
@@ -324,13 +336,18 @@ def run_arm(spec):
             "`probe_steps` applies to the baseline arm only. "
             f"Received: arm={kind!r}, probe_steps={probe_steps!r}"
         )
+    from keras_hybrid.bench import schedules
+
     task = resolve_task(spec)
+    schedule = schedules.check_schedule(spec.get("schedule", "constant"))
     seed = int(spec["seed"])
     keras.utils.set_random_seed(seed)
     model = task.build_model(seed)
     callbacks = []
-    learning_rate = task.learning_rate
     epochs = int(spec.get("epochs") or task.epochs)
+    learning_rate = schedules.recipe_learning_rate(
+        task, schedule, epochs * int(task.steps_per_epoch)
+    )
     if kind == "hybrid":
         import keras_hybrid as kh
 
@@ -339,11 +356,12 @@ def run_arm(spec):
             kh.HybridConfig.from_dict(spec["config"])
         )
         callbacks.append(hybrid)
-    elif kind == "equal-budget":
-        budget = _check_budget(spec.get("budget"))
-        learning_rate = keras.optimizers.schedules.PolynomialDecay(
-            task.learning_rate, decay_steps=budget, end_learning_rate=0.0,
-            power=1.0,
+    elif kind in ("equal-budget", "wsd"):
+        budget = _check_budget(spec.get("budget"), kind)
+        learning_rate = (
+            schedules.equal_budget_learning_rate(task, schedule, budget)
+            if kind == "equal-budget"
+            else schedules.wsd_learning_rate(task, budget)
         )
         epochs = math.ceil(budget / task.steps_per_epoch)
         callbacks.append(StopAfterSteps(budget))
@@ -367,6 +385,7 @@ def run_arm(spec):
     result = {
         "arm": spec.get("name", kind),
         "kind": kind,
+        "schedule": schedule,
         "seed": seed,
         "epochs": epochs,
         "steps": clock.step,
@@ -390,17 +409,31 @@ def run_arm(spec):
         result["backward_passes"] = summary["backward_passes"]
         result["forward_passes"] = summary["forward_passes"]
         result["report"] = {k: v for k, v in report.items() if k != "config"}
-    elif kind == "equal-budget":
+    elif kind in ("equal-budget", "wsd"):
         result["budget"] = budget
+    result["learning_rate"] = _describe_learning_rate(
+        learning_rate, result["optimizer_iterations"]
+    )
     return result
 
 
-def _check_budget(budget):
+def _describe_learning_rate(learning_rate, iterations):
+    """The arm's schedule (its config) and the rate of its last step."""
+    if isinstance(learning_rate, (int, float)):
+        return {"schedule": None, "last_step": float(learning_rate)}
+    last = max(int(iterations) - 1, 0)
+    return {
+        "schedule": learning_rate.get_config(),
+        "last_step": float(keras.ops.convert_to_numpy(learning_rate(last))),
+    }
+
+
+def _check_budget(budget, kind="equal-budget"):
     if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or (
         budget < 1
     ):
         raise ValueError(
-            "The equal-budget arm needs a positive integer `budget` (the "
+            f"The {kind} arm needs a positive integer `budget` (the "
             f"hybrid arm's backward passes). Received: budget={budget!r}"
         )
     return int(budget)

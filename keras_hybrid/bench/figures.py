@@ -23,14 +23,15 @@ ARM_FIGURES = (
     "final_val_acc",
     "best_val_acc",
     "time_to_target_s",
+    "backward_to_target",
     "peak_memory_mb",
     "steps",
     "predictor_overhead_pct",
     "predictor_memory_mb",
 )
 
-# The two same-budget references of each hybrid arm (`<reference>-<p>`).
-SAME_BUDGET_REFERENCES = ("equal-budget", "truncated")
+# The same-budget references of each hybrid arm (`<reference>-<p>`).
+SAME_BUDGET_REFERENCES = ("equal-budget", "truncated", "wsd")
 
 # Figures compared pair by pair (arm / reference) in the ratios.
 RATIO_FIGURES = (
@@ -40,6 +41,7 @@ RATIO_FIGURES = (
     "best_val_loss",
     "final_test_loss",
     "time_to_target_s",
+    "backward_to_target",
 )
 
 # Issue 3 targets of the overhead figures.
@@ -97,6 +99,31 @@ def time_to_target(points, target):
     for seconds, loss in points:
         if _finite(loss) and float(loss) <= target:
             return float(seconds)
+    return None
+
+
+def backward_to_target(evals, target):
+    """Backward passes run when the validation loss first reaches `target`
+    (compute-to-target).
+
+    Args:
+        evals: the validation records of an arm in training order (dicts
+            with `val_loss`, `step` and, for arms that skip backward passes,
+            `backward`: the backward passes run by then; without it the
+            step counts them). Non-finite losses never count as reached.
+        target: the loss to reach (`<=`), or `None`.
+
+    Returns:
+        The backward passes at the first record with `val_loss <= target`,
+        or `None` if it is never reached (or `target` is `None`).
+    """
+    if target is None:
+        return None
+    for record in evals:
+        loss = record.get("val_loss")
+        if _finite(loss) and float(loss) <= target:
+            count = record.get("backward")
+            return int(record["step"] if count is None else count)
     return None
 
 
@@ -178,6 +205,7 @@ def arm_figures(result, target):
         "final_val_acc": last.get("val_acc"),
         "best_val_acc": _extreme([e["val_acc"] for e in evals], max),
         "time_to_target_s": time_to_target(eval_points(result), target),
+        "backward_to_target": backward_to_target(evals, target),
         "peak_memory_mb": result["peak_memory_mb"],
         "steps": result["steps"],
         "predictor_overhead_pct": overhead.get("pct_of_step_time"),
@@ -232,6 +260,9 @@ def truncated_figures(baseline, budget, target):
             [e["val_acc"] for e in evals] + [probe.get("val_acc")], max
         ),
         "time_to_target_s": time_to_target(points, target),
+        "backward_to_target": backward_to_target(
+            evals + [{**probe, "step": budget}], target
+        ),
         "peak_memory_mb": baseline["peak_memory_mb"],
         "steps": budget,
         "predictor_overhead_pct": None,
@@ -250,9 +281,9 @@ def pair_ratios(figures, reference):
 def ratio_pairs(arm_names):
     """The `(arm, reference)` pairs compared in the ratios.
 
-    Each `hybrid-<p>` is compared with `baseline`, with its own
-    `equal-budget-<p>` and with its own `truncated-<p>`; each
-    `equal-budget-<p>` with `baseline`.
+    Each `hybrid-<p>` is compared with `baseline` and with its own
+    same-budget references (`equal-budget-<p>`, `truncated-<p>`,
+    `wsd-<p>`); each `equal-budget-<p>` and `wsd-<p>` with `baseline`.
     """
     pairs = []
     for name in arm_names:
@@ -262,7 +293,7 @@ def ratio_pairs(arm_names):
             for reference in SAME_BUDGET_REFERENCES:
                 pairs.append((name, f"{reference}-{predictor}"))
     for name in arm_names:
-        if name.startswith("equal-budget-"):
+        if name.startswith(("equal-budget-", "wsd-")):
             pairs.append((name, "baseline"))
     return [(a, b) for a, b in pairs if b in arm_names]
 
@@ -307,7 +338,8 @@ def aggregate_seeds(per_seed):
             name: aggregate(
                 [e.get(name) for e in entries],
                 missing_is_worst=(
-                    name == "time_to_target_s" and "/" not in key
+                    name in ("time_to_target_s", "backward_to_target")
+                    and "/" not in key
                 ),
             )
             for name in names

@@ -8,13 +8,17 @@ subprocess (so peak memory is per arm and no arm shares another's caches):
 2. `baseline`: plain `keras.Model.fit` for the task's epochs, probed (see
    `arms.EvalClock`) at each hybrid arm's backward count.
 3. `equal-budget-<predictor>`: plain `fit` stopped after exactly as many
-   steps as that hybrid arm ran backward passes, with the learning rate
-   decayed linearly to zero over that budget.
+   steps as that hybrid arm ran backward passes, with the task's recipe
+   compressed to that budget (see `keras_hybrid.bench.schedules`).
+4. `wsd-<predictor>`: plain `fit` for the same budget with the peak learning
+   rate held, then a linear cooldown to zero over its last 20%.
 
 Besides, `truncated-<predictor>` is the baseline read at that hybrid arm's
-backward count (the baseline's own schedule, stopped early): the second
+backward count (the baseline's own schedule, stopped early): a third
 same-budget reference, derived from the baseline's probe, not run. A hybrid
-arm only beats training for fewer steps if it beats both references.
+arm only beats training for fewer steps if it beats all three references.
+Every arm of a task trains with the same recipe (`schedule`: `"constant"`
+or warmup + `"cosine"`).
 
 All arms of a seed share the seed, the data order, the model, the optimizer
 and the machine. A separate subprocess per task times the compiled step
@@ -56,7 +60,8 @@ TASK_ATTRIBUTES = (
 def run_benchmark(tasks, seeds=3, config="balanced", quick=False,
                   out_dir="bench_out", backend=None, predictors=None,
                   progress=True, epochs=None, profile_calls=PROFILE_CALLS,
-                  overhead_repetitions=3, overhead_steps=None):
+                  overhead_repetitions=3, overhead_steps=None,
+                  schedule="constant", first_seed=0):
     """Runs the benchmark and writes `bench.json` and one PNG per task.
 
     Args:
@@ -82,12 +87,25 @@ def run_benchmark(tasks, seeds=3, config="balanced", quick=False,
             it.
         overhead_steps: timed steps per repetition of that measurement
             (`None`: 200, 60 with `quick`).
+        schedule: the learning-rate recipe of every arm, `"constant"` or
+            `"cosine"` (warmup + cosine decay).
+        first_seed: the first seed (seeds `first_seed .. first_seed +
+            seeds - 1`): tune on seeds other than those reported.
 
     Returns:
         The `bench.json` content as a dict.
     """
+    from keras_hybrid.bench import schedules
     from keras_hybrid.config import HybridConfig
 
+    schedules.check_schedule(schedule)
+    if isinstance(first_seed, bool) or not isinstance(first_seed, int) or (
+        first_seed < 0
+    ):
+        raise ValueError(
+            "`first_seed` must be a non-negative integer. "
+            f"Received: first_seed={first_seed!r}"
+        )
     task_list = _resolve_tasks(tasks, quick)
     n_seeds = _check_positive_int("seeds", seeds)
     if epochs is not None:
@@ -109,14 +127,16 @@ def run_benchmark(tasks, seeds=3, config="balanced", quick=False,
         "config": base.to_dict(),
         "config_source": config if isinstance(config, str) else None,
         "quick": bool(quick),
-        "seeds": list(range(n_seeds)),
+        "seeds": list(range(first_seed, first_seed + n_seeds)),
+        "schedule": schedule,
         "predictors": list(predictors),
         "tasks": {},
     }
     start = time.perf_counter()
     for task, payload in task_list:
         entry = _run_task(task, payload, n_seeds, base, predictors, quick,
-                          backend, epochs, profile_calls, log, overhead)
+                          backend, epochs, profile_calls, log, overhead,
+                          schedule=schedule, first_seed=first_seed)
         result["tasks"][task.name] = entry
         result["backend"] = entry.get("backend") or result["backend"]
         result["elapsed_s"] = time.perf_counter() - start
@@ -134,27 +154,29 @@ def run_benchmark(tasks, seeds=3, config="balanced", quick=False,
 
 # =============================================================== per task
 def _run_task(task, payload, n_seeds, base, predictors, quick, backend,
-              epochs, profile_calls, log, overhead=None):
-    common = arm_common(task, payload, quick, epochs)
+              epochs, profile_calls, log, overhead=None,
+              schedule="constant", first_seed=0):
+    common = arm_common(task, payload, quick, epochs, schedule)
     epochs, eval_every = common["epochs"], common["eval_every"]
     configs = {p: _with_predictor(base, p) for p in predictors}
-    log(f"[{task.name}] profiling step functions (seed 0)")
+    log(f"[{task.name}] profiling step functions (seed {first_seed})")
     profile = _run_isolated("profile_task", {
-        **common, "seed": 0, "config": configs[predictors[0]],
+        **common, "seed": first_seed, "config": configs[predictors[0]],
         "calls": profile_calls,
     }, backend, f"[{task.name}] profile")
     fit_overhead = None
     if overhead and overhead["repetitions"]:
-        log(f"[{task.name}] fit() overhead, prediction disabled (seed 0)")
+        log(f"[{task.name}] fit() overhead, prediction disabled "
+            f"(seed {first_seed})")
         fit_overhead = _run_isolated("measure_fit_overhead", {
-            **common, **overhead, "seed": 0,
+            **common, **overhead, "seed": first_seed,
             "config": configs[predictors[0]],
         }, backend, f"[{task.name}] fit overhead")
     per_seed = []
     for index in range(n_seeds):
         raw = _run_seed(task.name, common, index, n_seeds, configs, backend,
-                        log)
-        per_seed.append(_seed_entry(index, raw))
+                        log, seed=first_seed + index)
+        per_seed.append(_seed_entry(first_seed + index, raw))
     aggregate = figures.aggregate_seeds(
         [{n: a["figures"] for n, a in s["arms"].items()} for s in per_seed]
     )
@@ -166,7 +188,7 @@ def _run_task(task, payload, n_seeds, base, predictors, quick, backend,
     return {
         "description": getattr(task, "description", None),
         "backend": profile.get("backend"),
-        "settings": _settings(task, epochs, eval_every),
+        "settings": _settings(task, epochs, eval_every, schedule),
         "per_seed": per_seed,
         "aggregate": aggregate,
         "ratios": figures.aggregate_seeds([s["ratios"] for s in per_seed]),
@@ -177,21 +199,23 @@ def _run_task(task, payload, n_seeds, base, predictors, quick, backend,
     }
 
 
-def arm_common(task, payload, quick, epochs):
+def arm_common(task, payload, quick, epochs, schedule="constant"):
     """The spec entries every arm of a task shares: `task`, `quick`,
-    `epochs` (the task's unless overridden) and `eval_every`."""
+    `epochs` (the task's unless overridden), `eval_every` and `schedule`."""
     points = QUICK_EVAL_POINTS_PER_EPOCH if quick else EVAL_POINTS_PER_EPOCH
     return {
         "task": payload,
         "quick": bool(quick),
         "epochs": epochs or int(task.epochs),
         "eval_every": max(1, int(task.steps_per_epoch) // points),
+        "schedule": schedule,
     }
 
 
-def _run_seed(name, common, index, n_seeds, configs, backend, log):
+def _run_seed(name, common, index, n_seeds, configs, backend, log,
+              seed=None):
     """Runs every arm of one seed back to back; returns `arm -> result`."""
-    seed = index
+    seed = index if seed is None else seed
 
     def run(arm_name, **spec):
         label = f"[{name}] {arm_name} seed {index + 1}/{n_seeds}"
@@ -221,9 +245,10 @@ def _run_seed(name, common, index, n_seeds, configs, backend, log):
     results.update(hybrids)
     for predictor in configs:
         budget = results[f"hybrid-{predictor}"]["backward_passes"]
-        results[f"equal-budget-{predictor}"] = run(
-            f"equal-budget-{predictor}", arm="equal-budget", budget=budget
-        )
+        for kind in ("equal-budget", "wsd"):
+            results[f"{kind}-{predictor}"] = run(
+                f"{kind}-{predictor}", arm=kind, budget=budget
+            )
     return results
 
 
@@ -273,7 +298,7 @@ def _seed_entry(seed, raw):
     }
 
 
-def _settings(task, epochs, eval_every):
+def _settings(task, epochs, eval_every, schedule="constant"):
     def describe(value):
         if isinstance(value, (str, int, float)) or value is None:
             return value
@@ -283,6 +308,8 @@ def _settings(task, epochs, eval_every):
         "batch_size": int(task.batch_size),
         "epochs": epochs,
         "learning_rate": float(task.learning_rate),
+        "schedule": schedule,
+        "warmup_steps": int(getattr(task, "warmup_steps", 0) or 0),
         "steps_per_epoch": int(task.steps_per_epoch),
         "eval_every": eval_every,
         "n_train": len(task.x_train),

@@ -11,8 +11,9 @@ each seed this module runs, each arm in its own fresh subprocess:
    `round(fraction * N)` (the baseline read there is the `truncated`
    reference of `keras-hybrid bench`);
 2. `equal-budget@<fraction>`: plain `fit` for `round(fraction * N)` steps
-   with the learning rate decayed linearly to zero over them (the
-   `equal-budget` arm of `keras-hybrid bench`).
+   with the task's recipe compressed to them (the `equal-budget` arm of
+   `keras-hybrid bench`; under a constant learning rate, a linear decay to
+   zero).
 
 A separate subprocess per task times the compiled step functions (as the
 benchmark's overhead section does), which bounds the perfect predictor's
@@ -49,7 +50,8 @@ REFERENCES = ("equal-budget", "truncated")
 
 def run_headroom(tasks, seeds=3, fractions=DEFAULT_FRACTIONS, quick=False,
                  out_dir="headroom_out", backend=None, progress=True,
-                 epochs=None, profile_calls=harness.PROFILE_CALLS):
+                 epochs=None, profile_calls=harness.PROFILE_CALLS,
+                 schedule="constant"):
     """Runs the perfect-predictor comparison and writes `headroom.json`.
 
     Args:
@@ -65,10 +67,16 @@ def run_headroom(tasks, seeds=3, fractions=DEFAULT_FRACTIONS, quick=False,
         progress: print progress lines and the tables.
         epochs: if set, overrides every task's number of epochs.
         profile_calls: timed calls per step function (the speed bound).
+        schedule: the learning-rate recipe, `"constant"` or `"cosine"`
+            (see `keras_hybrid.bench.schedules`); the equal-budget arms
+            compress it.
 
     Returns:
         The `headroom.json` content as a dict.
     """
+    from keras_hybrid.bench import schedules
+
+    schedules.check_schedule(schedule)
     task_list = harness._resolve_tasks(tasks, quick)
     n_seeds = harness._check_positive_int("seeds", seeds)
     if epochs is not None:
@@ -89,13 +97,14 @@ def run_headroom(tasks, seeds=3, fractions=DEFAULT_FRACTIONS, quick=False,
         "quick": bool(quick),
         "seeds": list(range(n_seeds)),
         "fractions": list(fractions),
+        "schedule": schedule,
         "tasks": {},
     }
     path = os.path.join(out_dir, "headroom.json")
     start = time.perf_counter()
     for task, payload in task_list:
         entry = _run_task(task, payload, n_seeds, fractions, quick, backend,
-                          epochs, profile_calls, log)
+                          epochs, profile_calls, log, schedule)
         result["tasks"][task.name] = entry
         result["elapsed_s"] = time.perf_counter() - start
         harness._write_json(result, path)
@@ -168,10 +177,10 @@ def fraction_key(fraction):
 
 # =============================================================== per task
 def _run_task(task, payload, n_seeds, fractions, quick, backend, epochs,
-              profile_calls, log):
+              profile_calls, log, schedule="constant"):
     from keras_hybrid.config import HybridConfig
 
-    common = harness.arm_common(task, payload, quick, epochs)
+    common = harness.arm_common(task, payload, quick, epochs, schedule)
     epochs, eval_every = common["epochs"], common["eval_every"]
     steps = epochs * int(task.steps_per_epoch)
     budgets = {fraction_key(f): budget_of(f, steps) for f in fractions}
@@ -202,7 +211,7 @@ def _run_task(task, payload, n_seeds, fractions, quick, backend, epochs,
         per_seed.append(seed_entry(seed, baseline, equal, budgets))
     return {
         "description": getattr(task, "description", None),
-        "settings": harness._settings(task, epochs, eval_every),
+        "settings": harness._settings(task, epochs, eval_every, schedule),
         "budgets": budgets,
         "profile": profile,
         "per_seed": per_seed,

@@ -12,6 +12,7 @@ COLUMNS = (
     ("final_test_loss", "final test loss", ".4f"),
     ("final_val_acc", "final val acc", ".4f"),
     ("time_to_target_s", "time-to-target s", ".1f"),
+    ("backward_to_target", "backward-to-target", ".0f"),
     ("peak_memory_mb", "peak MB", ".0f"),
 )
 RATIO_COLUMNS = (
@@ -21,6 +22,7 @@ RATIO_COLUMNS = (
     ("best_val_loss", "best val loss", ".3f"),
     ("final_test_loss", "final test loss", ".3f"),
     ("time_to_target_s", "time-to-target", ".3f"),
+    ("backward_to_target", "backward-to-target", ".3f"),
 )
 CHECK_LABELS = {
     "full_over_plain": "(b) hybrid FULL step (with trajectory sums) / plain",
@@ -67,15 +69,17 @@ def format_task(name, entry, n_seeds):
         "",
         f"== {name}: {n_seeds} seed(s), {settings['epochs']} epochs x "
         f"{settings['steps_per_epoch']} steps, batch {settings['batch_size']},"
-        f" backend {entry.get('backend')} ==",
+        f" {settings.get('schedule', 'constant')} learning rate, backend "
+        f"{entry.get('backend')} ==",
         "median [min-max] over seeds; train s excludes validation; "
-        "time-to-target: first val loss <= same seed's baseline final x "
-        f"{1 + figures.TARGET_SLACK:g}",
+        "time- and backward-to-target: first val loss <= same seed's "
+        f"baseline final x {1 + figures.TARGET_SLACK:g}",
     ]
     rows = [["arm"] + [title for _, title, _ in COLUMNS]]
     for arm, stats in entry["aggregate"].items():
         rows.append([arm] + [
-            cell(stats.get(key), spec, not_reached=key == "time_to_target_s")
+            cell(stats.get(key), spec, not_reached=key in (
+                "time_to_target_s", "backward_to_target"))
             for key, _, spec in COLUMNS
         ])
     lines += _align(rows)

@@ -49,7 +49,9 @@ from typing import Callable
 import keras
 import numpy as np
 
-TASK_NAMES = ("mnist1d-mlp", "mnist1d-cnn", "stdlib-lm")
+from keras_hybrid.bench.transformer import byte_transformer
+
+TASK_NAMES = ("mnist1d-mlp", "mnist1d-cnn", "stdlib-lm", "stdlib-gpt")
 
 # ---------------------------------------------------------------------------
 # Sizes, measured with the TensorFlow backend on two CPU cores. A full
@@ -73,6 +75,19 @@ _LM_MAX_WINDOWS = {
     True: {"train": 2048, "val": 256, "test": 256},
 }
 _LM_EPOCHS = {False: 4, True: 4}
+
+# `stdlib-gpt`: a 2-block causal transformer on the same byte windows,
+# AdamW with linear warmup (the recipe decays it with `--schedule cosine`).
+# 4 x 384 steps take about 100 s of training on two busy CPU cores (0.06 s a
+# step); the quick size 3 x 64 steps.
+_GPT_WIDTH = 128
+_GPT_BLOCKS = 2
+_GPT_HEADS = 4
+_GPT_BATCH = 32
+_GPT_EPOCHS = {False: 4, True: 3}
+_GPT_WARMUP_STEPS = {False: 75, True: 10}
+_GPT_LEARNING_RATE = 2e-3
+_GPT_WEIGHT_DECAY = 0.1
 
 # Standard library modules used by `stdlib-lm`. Every name is a single-file
 # module present in CPython 3.10 through 3.13 (modules removed by PEP 594 and
@@ -171,12 +186,16 @@ class Task:
         y_test: test targets.
         batch_size: training batch size.
         epochs: number of training epochs.
-        learning_rate: base learning rate of the Adam optimizer.
+        learning_rate: the peak learning rate of the optimizer.
         loss: the loss to compile with (a `keras.losses.Loss` instance).
         metrics: the metrics to compile with.
         description: a one-line, human-readable summary of the task.
         model_fn: a callable with no arguments that returns a new, uncompiled
             model. Prefer `build_model`, which seeds the weights.
+        warmup_steps: linear learning-rate warmup steps of the task's
+            recipe (see `keras_hybrid.bench.schedules`).
+        optimizer: `"adam"` or `"adamw"`.
+        weight_decay: the decoupled weight decay of `"adamw"`.
     """
 
     name: str
@@ -195,6 +214,9 @@ class Task:
     model_fn: Callable[[], keras.Model] = dataclasses.field(
         repr=False, compare=False
     )
+    warmup_steps: int = 0
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
 
     def __post_init__(self):
         for split in ("train", "val", "test"):
@@ -210,6 +232,11 @@ class Task:
             raise ValueError(
                 "`batch_size` must be a positive integer. "
                 f"Received: batch_size={self.batch_size!r}"
+            )
+        if self.optimizer not in ("adam", "adamw"):
+            raise ValueError(
+                "`optimizer` must be 'adam' or 'adamw'. "
+                f"Received: optimizer={self.optimizer!r}"
             )
 
     def build_model(self, seed):
@@ -237,7 +264,7 @@ class Task:
         return self.model_fn()
 
     def make_optimizer(self, learning_rate=None):
-        """Creates the task's optimizer (Adam).
+        """Creates the task's optimizer (Adam, or AdamW for `"adamw"`).
 
         Args:
             learning_rate: a float, a
@@ -245,13 +272,13 @@ class Task:
                 to use `self.learning_rate`.
 
         Returns:
-            A new `keras.optimizers.Adam` instance.
+            A new `keras.optimizers.Adam` or `keras.optimizers.AdamW`.
         """
         if learning_rate is None:
             learning_rate = self.learning_rate
         schedule = keras.optimizers.schedules.LearningRateSchedule
         if isinstance(learning_rate, schedule):
-            return keras.optimizers.Adam(learning_rate=learning_rate)
+            return self._optimizer(learning_rate)
         if isinstance(learning_rate, bool) or not isinstance(
             learning_rate, (int, float, np.floating, np.integer)
         ):
@@ -265,7 +292,14 @@ class Task:
                 "`learning_rate` must be positive. "
                 f"Received: learning_rate={learning_rate!r}"
             )
-        return keras.optimizers.Adam(learning_rate=float(learning_rate))
+        return self._optimizer(float(learning_rate))
+
+    def _optimizer(self, learning_rate):
+        if self.optimizer == "adamw":
+            return keras.optimizers.AdamW(
+                learning_rate=learning_rate, weight_decay=self.weight_decay
+            )
+        return keras.optimizers.Adam(learning_rate=learning_rate)
 
     @property
     def steps_per_epoch(self):
@@ -281,8 +315,8 @@ def get_task(name, quick=False):
     every call returns fresh copies.
 
     Args:
-        name: one of `TASK_NAMES`: `"mnist1d-mlp"`, `"mnist1d-cnn"` or
-            `"stdlib-lm"`.
+        name: one of `TASK_NAMES`: `"mnist1d-mlp"`, `"mnist1d-cnn"`,
+            `"stdlib-lm"` or `"stdlib-gpt"`.
         quick: if `True`, return a smaller version (fewer samples and epochs)
             for smoke runs.
 
@@ -298,6 +332,8 @@ def get_task(name, quick=False):
         return _mnist1d_task(name, quick, conv=False)
     if name == "mnist1d-cnn":
         return _mnist1d_task(name, quick, conv=True)
+    if name == "stdlib-gpt":
+        return _stdlib_gpt_task(quick)
     return _stdlib_lm_task(quick)
 
 
@@ -592,4 +628,38 @@ def _stdlib_lm_task(quick):
             "Dense(256)."
         ),
         model_fn=functools.partial(_byte_gru, _LM_SEQUENCE_LENGTH),
+    )
+
+
+# ---------------------------------------------------------------------------
+# Causal transformer byte language model on the standard library (the model:
+# `keras_hybrid.bench.transformer`)
+# ---------------------------------------------------------------------------
+
+
+def _stdlib_gpt_task(quick):
+    splits = _copies(_stdlib_lm_splits(quick))
+    return Task(
+        name="stdlib-gpt",
+        **dict(zip(_SPLIT_NAMES, splits)),
+        batch_size=_GPT_BATCH,
+        epochs=_GPT_EPOCHS[quick],
+        learning_rate=_GPT_LEARNING_RATE,
+        loss=_classification_loss(),
+        metrics=["accuracy"],
+        description=(
+            "Byte-level next-byte prediction on Python standard library "
+            f"sources (the stdlib-lm splits: {len(splits[0])} training "
+            f"windows of {_LM_SEQUENCE_LENGTH} bytes), a causal transformer: "
+            f"{_GPT_BLOCKS} pre-norm blocks of width {_GPT_WIDTH}, "
+            f"{_GPT_HEADS} heads, MLP {4 * _GPT_WIDTH}; AdamW (weight decay "
+            f"{_GPT_WEIGHT_DECAY}), {_GPT_WARMUP_STEPS[quick]} warmup steps."
+        ),
+        model_fn=functools.partial(
+            byte_transformer, _LM_SEQUENCE_LENGTH, width=_GPT_WIDTH,
+            blocks=_GPT_BLOCKS, heads=_GPT_HEADS,
+        ),
+        warmup_steps=_GPT_WARMUP_STEPS[quick],
+        optimizer="adamw",
+        weight_decay=_GPT_WEIGHT_DECAY,
     )

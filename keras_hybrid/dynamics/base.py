@@ -14,6 +14,9 @@ class PhaseOutcome:
         start: list of tensors: the (denoised) weights to start from.
         predicted_loss: expected training loss at the end of the phase.
         loss_bounds: `(low, high)` for `predicted_loss`.
+        judge_from_start: the forward check compares a jump with the loss
+            at `start` (a denoised point) as well as with the current
+            weights, so that denoising alone never counts as progress.
     """
 
     targets: object
@@ -21,6 +24,7 @@ class PhaseOutcome:
     start: list
     predicted_loss: float
     loss_bounds: tuple
+    judge_from_start: bool = False
 
 
 class Predictor:
