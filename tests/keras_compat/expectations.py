@@ -46,6 +46,13 @@ COMMON = {
         "model outside `fit()` and reads its compiled metrics, which only "
         "the wrapper (compiled in its place) has built",
     ),
+    "csv_logger_test.py::CSVLoggerTest::test_stop_training_csv": (
+        "xfail",
+        "expects the weights to become NaN after an infinite loss: "
+        "keras-hybrid refuses a non-finite update inside the step, so the "
+        "weights stay finite and the validation loss logged is `inf`, not "
+        "`nan`",
+    ),
     "terminate_on_nan_test.py::TerminateOnNaNTest::"
     "test_terminate_on_nan_graceful_stop": _NON_FINITE_DATA,
     "terminate_on_nan_test.py::TerminateOnNaNTest::"
