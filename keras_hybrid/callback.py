@@ -10,7 +10,6 @@ from keras_hybrid import backends
 from keras_hybrid import checkpoint
 from keras_hybrid.config import HybridConfig
 from keras_hybrid.messages import InterventionLog
-from keras_hybrid.report_plot import LossCurve
 from keras_hybrid.report import build_report
 from keras_hybrid.report import save_report
 
@@ -112,8 +111,6 @@ class HybridPredictCallback(keras.callbacks.Callback):
         # A resumed run's events were reported by the run that made them.
         self._interventions.seen = len(self.runner.stats.events)
         self._epoch_logs = {}
-        self._loss_curve = LossCurve()
-        self._backward_seen = None
 
     def _print(self, message):
         verbose = self.verbose
@@ -177,13 +174,6 @@ class HybridPredictCallback(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         self._report_interventions()
         runner = self.runner
-        if runner is not None and logs and "loss" in logs:
-            # Only steps that trained: a PREDICT step's logs are not a loss
-            # the weights had.
-            backward = runner.stats.backward
-            if backward != self._backward_seen:
-                self._loss_curve.add(runner.controller.step, logs["loss"])
-            self._backward_seen = backward
         if (
             self._next_save is None
             or runner is None
@@ -233,9 +223,9 @@ class HybridPredictCallback(keras.callbacks.Callback):
 
         Returns:
             A dict (see README, "The training report"), with the training
-            loss against the step as `loss_curve` (`[step, loss]` pairs of the
-            steps that trained, at most 1000, the loss as the progress bar
-            shows it).
+            loss against the step as `loss_curve` (`[step, batch loss]` pairs
+            of the steps that trained, at most 1000; read from the device
+            with the other per-step statistics, never once per step).
 
         Raises:
             RuntimeError: before any training.
@@ -245,7 +235,7 @@ class HybridPredictCallback(keras.callbacks.Callback):
                 "No report yet: call `fit()` with this callback first."
             )
         report = build_report(self.runner)
-        report["loss_curve"] = [list(p) for p in self._loss_curve.points]
+        report["loss_curve"] = [list(p) for p in self.runner.loss_curve.points]
         return report
 
     def save_report(self, path):

@@ -127,9 +127,8 @@ def summary_text(report):
 def plot_report(report, path):
     """Draws the report's timeline into a PNG.
 
-    The training loss (the report's `loss_curve`: the running mean of each
-    epoch as the progress bar shows it, at the steps that trained) against
-    the step, each phase shaded
+    The training loss (the report's `loss_curve`: the batch loss of the
+    steps that trained) against the step, each phase shaded
     in its color, every jump's loss before (x: rejected) and after (triangle:
     accepted), and the interventions as dashed red lines.
 

@@ -24,6 +24,7 @@ from keras_hybrid.phases import Phase
 from keras_hybrid.phases import PhaseController
 from keras_hybrid.recovery import RecoveryMixin
 from keras_hybrid.report import RunStatistics
+from keras_hybrid.report_plot import LossCurve
 from keras_hybrid.state import TrainingState
 from keras_hybrid.step_stats import StepStatistics
 from keras_hybrid.step_stats import to_host
@@ -67,6 +68,7 @@ class HybridRunner(RecoveryMixin):
         self.predicted_loss = None
         self.last_logs = None
         self.step_stats = StepStatistics()
+        self.loss_curve = LossCurve()
         self._final_loss = None
         self._last_read = None
         self.start_time = time.perf_counter()
@@ -253,6 +255,7 @@ class HybridRunner(RecoveryMixin):
         )):
             return False  # a refused step: nothing to learn from
         self.state.record(record.step, record.loss, record.grad_norm)
+        self.loss_curve.add(record.step, record.loss)
         if record.kind == "full":
             self._phase_losses.append((record.step, record.loss))
         if self._awaiting_correct_loss:

@@ -254,3 +254,25 @@ def _fit(x, y, **config):
     model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0,
               callbacks=[callback], shuffle=False)
     return model, callback.runner
+
+
+class NoHostRead:
+    """A log value that fails the test if anything brings it to the host."""
+
+    def _fail(self, *args, **kwargs):
+        raise AssertionError("a per-step log value was read on the host")
+
+    __float__ = __array__ = __bool__ = item = numpy = _fail
+
+
+def test_callbacks_read_no_log_value_per_step(classification_data):
+    """The hybrid's per-batch hooks never convert a log value (that would
+    sync the host with the device after every step)."""
+    x, y = classification_data
+    model = compile_model(kh.HybridModel.wrap(build_mlp(0)))
+    callback = kh.HybridPredictCallback(eager_config())
+    model.fit(x[:256], y[:256], batch_size=BATCH, epochs=1, verbose=0,
+              callbacks=[callback])
+    logs = {"loss": NoHostRead(), "accuracy": NoHostRead()}
+    callback.on_train_batch_begin(0, logs)
+    callback.on_train_batch_end(0, logs)
