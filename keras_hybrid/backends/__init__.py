@@ -67,7 +67,15 @@ def compile_update(function, variables):
     if name == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(stateful, reduce_retracing=True, autograph=False)
+        compiled = tf.function(stateful, reduce_retracing=True,
+                               autograph=False)
+        # TensorFlow counts retracing per code object: every function made
+        # here shares `stateful`'s, so the first trace of each would be
+        # reported as a retrace of one function. Each is traced once per
+        # argument structure.
+        if hasattr(compiled, "_omit_frequent_tracing_warning"):
+            compiled._omit_frequent_tracing_warning = True
+        return compiled
     if name != "jax":
         return stateful
     import jax
