@@ -73,15 +73,8 @@ def _finite(values):
     return ops.all(ops.stack([ops.all(ops.isfinite(v)) for v in values]))
 
 
-_cosine_parts_compiled = compile_function(_cosine_parts)
 _finite_compiled = compile_function(_finite)
 _agreement_compiled = compile_function(_agreement_parts)
-
-
-def cosine(a, b):
-    """Cosine similarity between two lists of tensors (0 if either is 0)."""
-    ab, na, nb = ops.convert_to_numpy(_cosine_parts_compiled(list(a), list(b)))
-    return _cosine_from_parts(ab, na, nb)
 
 
 def _agreement_from_parts(pa, pp, aa):
