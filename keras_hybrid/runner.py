@@ -339,8 +339,14 @@ class HybridRunner(RecoveryMixin):
 
     def _full_call(self, iterator, collect, kind=None):
         self.flush_iterations()
-        function = self.functions["full" if collect else "train"]
-        logs, loss, grad_norm = common.split_stats(function(iterator))
+        # Every backward step runs the one collecting function (one trace or
+        # compilation instead of two); outside a FULL phase the sums it adds
+        # to are discarded at the next phase start.
+        logs, loss, grad_norm = common.split_stats(
+            self.functions["full"](iterator)
+        )
+        if not collect:
+            self.trajectory.discard()
         n = self.steps_per_execution
         self.stats.count(self.controller.phase, backward=n, forward=n,
                          steps=n)
@@ -667,8 +673,10 @@ class HybridRunner(RecoveryMixin):
             c.record_prediction(False)
             self.control.outcome(False, self._predict_length)
             c.transition(Phase.FULL, outcome=f"rejected:{reason}")
-            self._start_full()
+            # Retrained before the phase starts: the sums the step may add
+            # to are reset by the start.
             self._train_batches(retrain)
+            self._start_full()
         self._restore_point = None
         self._outcome = None
 
@@ -680,6 +688,8 @@ class HybridRunner(RecoveryMixin):
             self.stats.count(self.controller.phase, backward=1, forward=1)
             self.step_stats.add(self.controller.step, loss, grad_norm,
                                 kind="retrain")
+        if batches:
+            self.trajectory.discard()
         self.backend.sync(self.model)
 
     def _loss_slope(self):

@@ -176,6 +176,11 @@ class WeightTrajectory:
         self.first_mean = None
         self.first_count = 0
 
+    def discard(self):
+        """The compiled step added weights that belong to no FULL phase: the
+        sums are reset at the next phase start."""
+        self._zeroed = False
+
     def added(self, steps):
         """Counts `steps` weight vectors added by the compiled step."""
         self.count += steps
@@ -207,14 +212,21 @@ class WeightTrajectory:
             return False
         distance = (self.first_count + self.count) / 2.0
         self.previous_drift = self.drift
-        shadow_values = None
-        if shadow is not None:
+        # One argument structure for every call (one trace): where there is
+        # no previous drift or no shadow prediction, the first half's
+        # average stands in and the figures computed from it are ignored.
+        previous = self.previous_drift
+        if previous is None:
+            previous = self.first_mean
+        if shadow is None:
+            shadow_values = (self.first_mean, self.first_mean, _scalar(1.0))
+        else:
             per_step, old_mean, shadow_distance = shadow
             shadow_values = (list(per_step), list(old_mean),
                              _scalar(shadow_distance))
         (self.second_mean, self.drift), figures = self._finish(
             _scalar(self.count), self.first_mean, _scalar(distance),
-            self.previous_drift, shadow_values,
+            list(previous), shadow_values,
         )
         self._zeroed = True
         figures = ops.convert_to_numpy(figures)
@@ -261,15 +273,11 @@ def _second_mean_and_drift(sums, count, first, distance, previous, shadow):
     second = [ops.divide(s, count) for s in sums]
     drift = [ops.divide(ops.subtract(b, a), distance)
              for a, b in zip(first, second)]
-    zero = ops.zeros((3,))
     figures = [ops.reshape(_finite(drift), (1,))]
-    figures.append(zero if previous is None else _cosine_parts(drift, previous))
-    if shadow is None:
-        figures.append(zero)
-    else:
-        per_step, old_mean, shadow_distance = shadow
-        figures.append(_agreement_parts(per_step, second, old_mean,
-                                        shadow_distance))
+    figures.append(_cosine_parts(drift, previous))
+    per_step, old_mean, shadow_distance = shadow
+    figures.append(_agreement_parts(per_step, second, old_mean,
+                                    shadow_distance))
     figures = ops.concatenate([ops.cast(f, "float32") for f in figures])
     zeros = [ops.zeros_like(s) for s in sums]
     return zeros, ((second, drift), figures)

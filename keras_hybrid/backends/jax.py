@@ -275,14 +275,10 @@ def make_phase_functions(model, accumulators, deltas):
     def eval_loss(state, data):
         return _forward_loss(model, state, data, False)
 
-    def train(state, data):
-        return model.train_step(state, data)
-
     state_out, sums_out = _state_shardings(model, accumulators)
     full_jit = _jit(model, full_collect, state_out=(
         None if state_out is None else (state_out, sums_out)
     ))
-    train_jit = _jit(model, train, state_out=state_out)
     predict_jit = _jit(model, predict, state_out=state_out)
     eval_jit = _jit(model, eval_loss, donate=False)
 
@@ -314,15 +310,6 @@ def make_phase_functions(model, accumulators, deltas):
         holder.state, holder.sums = carry
         return logs
 
-    def run_train(iterator):
-        logs = None
-        for i, data in enumerate(batches(iterator)):
-            if i == 0:
-                state = _take_state(model)
-            logs, state = train_jit(state, data)
-        holder.state = state
-        return logs
-
     def run_predict(iterator):
         delta_values = [d.value for d in deltas]
         logs = None
@@ -337,12 +324,12 @@ def make_phase_functions(model, accumulators, deltas):
         return eval_jit(current_state(model), batch)
 
     def run_train_batch(batch):
-        logs, holder.state = train_jit(_take_state(model), batch)
-        return logs
+        # The collecting step (compiled once for every backward step); the
+        # runner discards the sums it adds to.
+        return run_full(iter([batch]))
 
     return {
         "full": run_full,
-        "train": run_train,
         "predict": run_predict,
         "train_batch": run_train_batch,
         "eval_loss": run_eval,

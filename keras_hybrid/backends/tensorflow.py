@@ -155,11 +155,12 @@ def make_phase_functions(model, accumulators, deltas):
 
     Returns:
         A dict of callables: `"full"` (a training step that also adds the
-        weights to `accumulators`, for FULL phases), `"train"` (the plain
-        training step, for every other phase with a backward pass) and
-        `"predict"`, each taking the fit loop's iterator; `"train_batch"`,
-        a training step on one batch as returned by `next(iterator)` (a
-        rejected jump's check batches); and `"eval_loss"`, taking one such
+        weights to `accumulators`: every step with a backward pass runs it,
+        so that the model's step is traced once; the runner discards the
+        sums outside FULL phases) and `"predict"`, each taking the fit
+        loop's iterator; `"train_batch"`, a training step on one batch as
+        returned by `next(iterator)` (a rejected jump's check batches; it
+        may add to `accumulators` too); and `"eval_loss"`, taking one such
         batch and returning the forward loss as a scalar tensor (inference
         mode, no state change).
     """
@@ -197,7 +198,6 @@ def make_phase_functions(model, accumulators, deltas):
 
     return {
         "full": model._make_function(full_collect),
-        "train": model._hybrid_plain_train,
         "predict": model._make_function(
             lambda data: predict_step(model, deltas, data)
         ),

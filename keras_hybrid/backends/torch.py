@@ -126,7 +126,6 @@ def make_phase_functions(model, accumulators, deltas):
 
     return {
         "full": full,
-        "train": model._hybrid_plain_train,
         "predict": predict,
         "train_batch": lambda batch: model._hybrid_plain_train([batch]),
         "eval_loss": eval_loss,
