@@ -276,3 +276,51 @@ def test_callbacks_read_no_log_value_per_step(classification_data):
     logs = {"loss": NoHostRead(), "accuracy": NoHostRead()}
     callback.on_train_batch_begin(0, logs)
     callback.on_train_batch_end(0, logs)
+
+
+class TraceCounter(keras.layers.Layer):
+    """Counts how often its `call()` runs in Python: once per trace where
+    the step is compiled (TensorFlow, JAX), once per step where it is not
+    (PyTorch)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.calls = 0
+
+    def call(self, x):
+        self.calls += 1
+        return x
+
+
+def _counted_fit(x, y, hybrid):
+    counter = TraceCounter()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((x.shape[1],)), counter,
+        keras.layers.Dense(16, activation="relu"), keras.layers.Dense(10),
+    ])
+    callbacks = []
+    if hybrid:
+        model = kh.HybridModel.wrap(model)
+        callbacks.append(kh.HybridPredictCallback(
+            eager_config(enable_prediction=False)
+        ))
+    compile_model(model)
+    before = counter.calls
+    # 320 samples: ten full batches, no partial batch to retrace for.
+    model.fit(x[:320], y[:320], batch_size=BATCH, epochs=2, verbose=0,
+              shuffle=False, callbacks=callbacks)
+    return counter.calls - before
+
+
+def test_model_step_traced_as_often_as_plain_fit(classification_data):
+    """Every backward step of the hybrid runs one compiled function: the
+    model is traced (compiled) no more often than in a plain `fit()` (once
+    on TensorFlow and JAX, where a second backward function used to trace
+    it again), over WARMUP, FULL phases and their ends."""
+    x, y = classification_data
+    plain = _counted_fit(x, y, hybrid=False)
+    hybrid = _counted_fit(x, y, hybrid=True)
+    assert hybrid == plain
+    if not backend_is("torch"):
+        assert plain <= 2  # traced, not run per step
