@@ -375,8 +375,16 @@ class HybridConfig:
         collect_metrics: collect predictor overhead timings for the report.
         enable_prediction: `False` never starts a PREDICT phase: every step
             runs its backward pass while everything else (statistics,
-            monitor, predictor fitting, shadow checks, checkpoints) runs as
-            usual. This measures what the machinery costs on a model.
+            monitor, predictor fitting, shadow checks, quiet phases,
+            checkpoints) runs as usual. This measures what the machinery
+            costs on a model where prediction never pays.
+        max_quiet_phases: while prediction does not pay, the FULL phases
+            that fit the predictor come in windows of two, separated by
+            "quiet" FULL phases that only train (no trajectory sums, no
+            predictor fitting, no shadow check): 1 after the first window
+            that ended without an accepted prediction, then 2, 4, ... up to
+            this many. An accepted prediction ends the back-off. `0`: every
+            FULL phase fits the predictor.
         seed: seed of the callback's own randomness.
         predictor, divergence, metrics, checkpoint: the sub-configs.
 
@@ -408,6 +416,7 @@ class HybridConfig:
     predictor_memory_budget_mb: float = 50.0
     collect_metrics: bool = True
     enable_prediction: bool = True
+    max_quiet_phases: int = 8
     seed: int = 0
     predictor: PredictorConfig = dataclasses.field(
         default_factory=PredictorConfig
@@ -480,6 +489,7 @@ class HybridConfig:
         _check_bool("", "finish_with_prediction", self.finish_with_prediction)
         _check_bool("", "collect_metrics", self.collect_metrics)
         _check_bool("", "enable_prediction", self.enable_prediction)
+        _check_int("", "max_quiet_phases", self.max_quiet_phases, 0)
         _check_int("", "seed", self.seed, 0)
 
     def validate(self):

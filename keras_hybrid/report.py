@@ -27,6 +27,7 @@ class RunStatistics:
         self.backward = 0
         self.forward = 0
         self.corrections = 0
+        self.quiet_phases = 0
         self.predictions_attempted = 0
         self.predictions_accepted = 0
         self.predictions_rejected = 0
@@ -159,6 +160,7 @@ def build_report(runner):
         "wall_clock_speedup": None,
     }
     phase_statistics = {
+        "quiet_full_phases": stats.quiet_phases,
         "avg_predict_length": _mean(predicts),
         "max_predict_length": max(predicts) if predicts else None,
         "avg_confidence": _mean(stats.confidences),

@@ -33,6 +33,10 @@ from keras_hybrid.trajectory import WeightTrajectory
 from keras_hybrid.trajectory import all_finite
 from keras_hybrid.trajectory import finite_flag
 
+# Fitting FULL phases in a row before a quiet stretch: the first gives a
+# fresh drift, the second scores a shadow prediction against it and may
+# start a PREDICT phase.
+QUIET_WINDOW = 2
 
 class HybridRunner(RecoveryMixin):
     """Drives hybrid training for one `fit()`.
@@ -93,6 +97,12 @@ class HybridRunner(RecoveryMixin):
         self._shadow = None
         self._shadow_contiguous = False
         self._predict_length = 0
+        # Quiet phases (see `HybridConfig.max_quiet_phases`): quiet FULL
+        # phases still to run, windows in a row that ended without an
+        # accepted prediction, and fitting phases in the current window.
+        self._quiet_left = 0
+        self._misses = 0
+        self._window = 0
         if model.trainable_variables:
             self._setup()
 
@@ -177,7 +187,9 @@ class HybridRunner(RecoveryMixin):
         if phase == Phase.PREDICT:
             logs, kind = self._predict_call(iterator)
         else:
-            logs, kind = self._full_call(iterator, collect=phase == Phase.FULL)
+            logs, kind = self._full_call(
+                iterator, collect=phase == Phase.FULL and not self._quiet_left
+            )
         self.stats.add_time(kind, time.perf_counter() - start)
         self.controller.advance(self.steps_per_execution)
         self._after_step()
@@ -418,7 +430,10 @@ class HybridRunner(RecoveryMixin):
         if self.trajectory is not None:
             self.trajectory.start_phase()
         self._phase_losses = []
-        self._phase_start_features = self.state.features()
+        # A quiet phase fits nothing.
+        self._phase_start_features = (
+            None if self._quiet_left else self.state.features()
+        )
 
     def _end_phase(self):
         c = self.controller
@@ -437,6 +452,14 @@ class HybridRunner(RecoveryMixin):
             self._save_good_point()
             self.monitor.healthy()
         self._phase_alarm = False
+        if self._quiet_left:
+            # A quiet phase only trained: nothing to fit or check.
+            self._quiet_left -= 1
+            self.stats.quiet_phases += 1
+            self.stats.add_overhead("update", time.perf_counter() - start)
+            c.transition(Phase.FULL, outcome="completed")
+            self._start_full()
+            return
         have_drift = self.trajectory.finish_phase(self._pending_shadow())
         self.predictor.update_from_observation(
             self._phase_start_features, self.state, self._phase_losses
@@ -461,8 +484,25 @@ class HybridRunner(RecoveryMixin):
         ):
             if self._start_predict(landing):
                 return
+        self._missed()
         c.transition(Phase.FULL, outcome="completed")
         self._start_full()
+
+    def _missed(self):
+        """A fitting FULL phase ended without a prediction: at the end of a
+        window of `QUIET_WINDOW` such phases, the next `1, 2, 4, ...` FULL
+        phases (at most `max_quiet_phases`) are quiet. What the predictor
+        cost is then paid ever more rarely while prediction does not pay."""
+        self._window += 1
+        limit = self.config.max_quiet_phases
+        if not limit or self._window < QUIET_WINDOW:
+            return
+        self._window = 0
+        self._quiet_left = min(limit, 2 ** min(self._misses, 30))
+        self._misses += 1
+        # The next fitting phase does not continue this one.
+        self.interrupt()
+        self.trajectory.forget_drift()
 
     def _landing_length(self):
         """The rest of the run, if it should end with a PREDICT phase."""
@@ -661,6 +701,7 @@ class HybridRunner(RecoveryMixin):
         self._abort = None
         self._loss_limit = None
         if success:
+            self._misses = self._window = 0  # prediction pays: no back-off
             self.stats.predictions_accepted += 1
             c.record_prediction(True)
             self._awaiting_correct_loss = self.predicted_loss is not None
@@ -668,6 +709,9 @@ class HybridRunner(RecoveryMixin):
         else:
             self._predict_start.restore(self._restore_point)
             self.stats.predictions_rejected += 1
+            # A rejection closes the window at the next phase end that
+            # does not predict.
+            self._window = max(self._window, QUIET_WINDOW - 1)
             self.stats.event(c.step, reason, "weights_restored")
             self.predictor.record_outcome(False)
             c.record_prediction(False)

@@ -19,7 +19,7 @@ TRAINING_STATE = ("losses", "grad_norms", "step")
 MOMENTS = ("decay", "mean", "var", "count")
 MONITOR = ("loss_mean", "loss_var", "grad_baseline", "losses", "rollbacks",
            "steps_seen", "warnings_in_a_row")
-STATISTICS = ("steps", "backward", "forward", "corrections",
+STATISTICS = ("steps", "backward", "forward", "corrections", "quiet_phases",
               "predictions_attempted", "predictions_accepted",
               "predictions_rejected", "events", "jumps", "confidences",
               "weight_cosines", "loss_pairs", "shadow", "step_times",
@@ -27,7 +27,8 @@ STATISTICS = ("steps", "backward", "forward", "corrections",
 RUNNER = ("confidence", "predicted_loss", "final_loss", "_loss_limit",
           "_phase_losses", "_phase_start_features", "_awaiting_correct_loss",
           "_pending_iterations", "_good_step", "_phase_alarm",
-          "_shadow_contiguous", "_predict_length", "_last_read")
+          "_shadow_contiguous", "_predict_length", "_last_read",
+          "_quiet_left", "_misses", "_window")
 TRAJECTORY = ("count", "first_count", "second_count", "_consistency")
 TRAJECTORY_TENSORS = ("first_mean", "second_mean", "drift", "previous_drift")
 
@@ -84,8 +85,18 @@ def runner_state(runner):
     return json_state, arrays
 
 
+# Fields added after checkpoints were first written, with the value that
+# reproduces the older behaviour (a checkpoint of an earlier version loads).
+ADDED = {
+    "statistics": {"quiet_phases": 0},
+    "runner": {"_quiet_left": 0, "_misses": 0, "_window": 0},
+}
+
+
 def set_runner_state(runner, json_state, arrays):
     """Restores `runner_state` output into a freshly built runner."""
+    for section, defaults in ADDED.items():
+        json_state[section] = {**defaults, **json_state[section]}
     set_object_state(runner.controller, json_state["controller"], CONTROLLER)
     set_object_state(runner.state, json_state["training_state"],
                      TRAINING_STATE)

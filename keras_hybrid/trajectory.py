@@ -176,6 +176,14 @@ class WeightTrajectory:
         self.first_mean = None
         self.first_count = 0
 
+    def forget_drift(self):
+        """Forgets the last phase's drift: the next phase is not contiguous
+        with it (quiet phases come in between)."""
+        self.drift = None
+        self.previous_drift = None
+        self._consistency = None
+        self.drift_finite = False
+
     def discard(self):
         """The compiled step added weights that belong to no FULL phase: the
         sums are reset at the next phase start."""

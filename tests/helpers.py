@@ -43,6 +43,8 @@ def eager_config(**overrides):
         validation_samples=2,
         correct_steps=1,
         loss_tolerance=1.0,
+        # Every FULL phase fits the predictor (no back-off to quiet phases).
+        max_quiet_phases=0,
     )
     values.update(overrides)
     return kh.HybridConfig(**values)

@@ -9,6 +9,7 @@ SIGKILL), `resume` (load the newest checkpoint and finish), `resume_predict`
 final model and optimizer variables.
 """
 
+import json
 import os
 import signal
 import sys
@@ -56,10 +57,17 @@ def main(mode, predict_mode, directory, predictor="drift"):
     w = rng.normal(size=(20, 10)).astype("float32")
     y = np.argmax(x @ w + 0.5 * rng.normal(size=(1024, 10)), axis=1)
     periodic = mode in ("kill", "resume")
+    extra = {}
+    if predictor == "drift-quiet":
+        # Prediction never pays: the run backs off to quiet FULL phases,
+        # whose counters the checkpoints must carry.
+        predictor = "drift"
+        extra = dict(max_quiet_phases=2, enable_prediction=False)
     config = eager_config(
         predict_mode=predict_mode,
         divergence_threshold=50.0,
         predictor={"type": predictor},
+        **extra,
         checkpoint={
             "directory": os.path.join(directory, "ckpts") if periodic
             else None,
@@ -76,10 +84,13 @@ def main(mode, predict_mode, directory, predictor="drift"):
     if mode == "resume_predict":
         state = model.load_checkpoint(os.path.join(directory, "mid"))
         assert state["phase"] == "PREDICT", state
+    callback = kh.HybridPredictCallback(config)
     model.fit(
         x, y, batch_size=32, epochs=3, shuffle=False, verbose=0,
-        callbacks=[kh.HybridPredictCallback(config), Killer(mode, directory)],
+        callbacks=[callback, Killer(mode, directory)],
     )
+    with open(os.path.join(directory, f"{mode}.json"), "w") as f:
+        json.dump(callback.report()["phase_statistics"], f)
     np.savez(
         os.path.join(directory, f"{mode}.npz"),
         *[keras.ops.convert_to_numpy(v) for v in model.variables],

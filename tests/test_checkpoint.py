@@ -1,5 +1,6 @@
 """Checkpoints: atomic, verified, exact resume; SavedModel export."""
 
+import json
 import os
 import subprocess
 import sys
@@ -143,7 +144,8 @@ def run_worker(*args):
     [("jump", "kill", "resume", "drift"),
      ("per_step", "kill_predict", "resume_predict", "drift"),
      ("jump", "kill_predict", "resume_predict", "linear"),
-     ("per_step", "kill", "resume", "mlp")],
+     ("per_step", "kill", "resume", "mlp"),
+     ("jump", "kill", "resume", "drift-quiet")],
 )
 def test_resume_after_sigkill_is_bit_exact(tmp_path, predict_mode, kill, resume,
                                            predictor):
@@ -159,6 +161,14 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path, predict_mode, kill, resume,
     assert len(a.files) == len(b.files)
     for name in a.files:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    if predictor == "drift-quiet":
+        # The weights train alike in fitting and quiet phases: the resumed
+        # run's back-off must also match (restored counters).
+        quiet = []
+        for mode in ("full", resume):
+            with open(tmp_path / f"{mode}.json") as f:
+                quiet.append(json.load(f)["quiet_full_phases"])
+        assert quiet[0] >= 3 and quiet[0] == quiet[1], quiet
 
 
 def test_export_serves_the_users_network_only(classification_data, tmp_path):

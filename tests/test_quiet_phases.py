@@ -1,0 +1,125 @@
+"""While prediction does not pay, the FULL phases that fit the predictor
+come in windows of two separated by growing stretches of quiet FULL phases
+(`HybridConfig.max_quiet_phases`).
+
+Marked `backends`: `tests/test_backends.py` runs these under JAX and
+PyTorch too.
+"""
+
+import keras
+import pytest
+
+import keras_hybrid as kh
+from keras_hybrid import runner as runner_module
+from tests.helpers import build_mlp
+from tests.helpers import compile_model
+from tests.helpers import eager_config
+
+pytestmark = pytest.mark.backends
+
+
+def _fit(x, y, epochs=1, **config):
+    """A hybrid fit that records the step at which each fitting FULL phase
+    ended (`finish_phase` is the fitting phases' end)."""
+    model = compile_model(kh.HybridModel.wrap(build_mlp(0)))
+    callback = kh.HybridPredictCallback(eager_config(**config))
+    fitted = []
+
+    class Recorder(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            runner = callback.runner
+            trajectory = runner.trajectory if runner else None
+            if trajectory is not None and not hasattr(trajectory, "_spied"):
+                finish = trajectory.finish_phase
+
+                def spied(*args, **kwargs):
+                    fitted.append(runner.controller.step)
+                    return finish(*args, **kwargs)
+
+                trajectory.finish_phase = spied
+                trajectory._spied = True
+
+    model.fit(x, y, batch_size=32, epochs=epochs, verbose=0, shuffle=False,
+              callbacks=[callback, Recorder()])
+    return callback.runner, fitted
+
+
+def _expected_pattern(phases, limit):
+    """`True` (fitting) / `False` (quiet) for each FULL phase when no
+    prediction is ever accepted."""
+    pattern, misses = [], 0
+    while len(pattern) < phases:
+        pattern += [True] * runner_module.QUIET_WINDOW
+        pattern += [False] * min(limit, 2 ** misses)
+        misses += 1
+    return pattern[:phases]
+
+
+def test_quiet_stretches_double_up_to_the_limit(classification_data):
+    x, y = classification_data  # 1000 samples: 31 steps per epoch
+    runner, fitted = _fit(x, y, epochs=4, enable_prediction=False,
+                          max_quiet_phases=4)
+    full_steps = runner.config.full_steps
+    warmup = runner.config.warmup_steps
+    phases = (runner.controller.step - warmup) // full_steps
+    pattern = _expected_pattern(phases, limit=4)
+    assert [warmup + (i + 1) * full_steps
+            for i, fits in enumerate(pattern) if fits] == fitted
+    assert runner.stats.quiet_phases == pattern.count(False)
+    assert runner.stats.quiet_phases >= 8
+    report = runner.stats
+    assert report.backward == runner.controller.step  # nothing skipped
+
+
+def test_no_quiet_phases_when_disabled(classification_data):
+    x, y = classification_data
+    runner, fitted = _fit(x, y, enable_prediction=False, max_quiet_phases=0)
+    phases = (runner.controller.step - runner.config.warmup_steps) // (
+        runner.config.full_steps
+    )
+    assert len(fitted) == phases
+    assert runner.stats.quiet_phases == 0
+
+
+def test_window_then_doubling_stretch(classification_data):
+    x, y = classification_data
+    runner, _ = _fit(x[:320], y[:320], enable_prediction=False,
+                     max_quiet_phases=8)
+    runner._quiet_left, runner._misses, runner._window = 0, 3, 0
+    runner._missed()
+    assert (runner._quiet_left, runner._misses) == (0, 3)  # window not over
+    runner._missed()
+    assert (runner._quiet_left, runner._misses) == (8, 4)  # min(8, 2 ** 3)
+    assert runner.trajectory.drift is None  # the next phase starts afresh
+
+
+def test_accepted_prediction_ends_the_back_off(classification_data):
+    x, y = classification_data
+    model = compile_model(kh.HybridModel.wrap(build_mlp(0)))
+    callback = kh.HybridPredictCallback(eager_config(max_quiet_phases=8))
+    outcomes = []
+
+    class BackedOff(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            runner = callback.runner
+            runner._misses = 5  # as if many windows had not paid
+            end_predict = runner._end_predict
+
+            def spied(success, reason):
+                end_predict(success, reason)
+                outcomes.append((success, runner._misses))
+
+            runner._end_predict = spied
+
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, shuffle=False,
+              callbacks=[callback, BackedOff()])
+    accepted = [misses for success, misses in outcomes if success]
+    assert accepted and accepted[0] == 0
+    assert callback.runner.stats.predictions_accepted >= 1
+
+
+def test_max_quiet_phases_is_validated():
+    with pytest.raises(ValueError, match="Received: max_quiet_phases=-1"):
+        kh.HybridConfig(max_quiet_phases=-1)
+    with pytest.raises(ValueError, match="must be an integer"):
+        kh.HybridConfig(max_quiet_phases=2.5)
