@@ -292,7 +292,7 @@ class TraceCounter(keras.layers.Layer):
         return x
 
 
-def _counted_fit(x, y, hybrid):
+def _counted_fit(x, y, hybrid, **config):
     counter = TraceCounter()
     keras.utils.set_random_seed(0)
     model = keras.Sequential([
@@ -303,14 +303,15 @@ def _counted_fit(x, y, hybrid):
     if hybrid:
         model = kh.HybridModel.wrap(model)
         callbacks.append(kh.HybridPredictCallback(
-            eager_config(enable_prediction=False)
+            eager_config(**(config or {"enable_prediction": False}))
         ))
     compile_model(model)
     before = counter.calls
     # 320 samples: ten full batches, no partial batch to retrace for.
     model.fit(x[:320], y[:320], batch_size=BATCH, epochs=2, verbose=0,
               shuffle=False, callbacks=callbacks)
-    return counter.calls - before
+    runner = callbacks[0].runner if hybrid else None
+    return counter.calls - before, runner
 
 
 def test_model_step_traced_as_often_as_plain_fit(classification_data):
@@ -319,8 +320,22 @@ def test_model_step_traced_as_often_as_plain_fit(classification_data):
     on TensorFlow and JAX, where a second backward function used to trace
     it again), over WARMUP, FULL phases and their ends."""
     x, y = classification_data
-    plain = _counted_fit(x, y, hybrid=False)
-    hybrid = _counted_fit(x, y, hybrid=True)
+    plain, _ = _counted_fit(x, y, hybrid=False)
+    hybrid, _ = _counted_fit(x, y, hybrid=True)
     assert hybrid == plain
     if not backend_is("torch"):
         assert plain <= 2  # traced, not run per step
+
+
+@pytest.mark.skipif(backend_is("torch"), reason="PyTorch traces nothing")
+def test_rejected_jump_adds_only_the_forward_check_trace(classification_data):
+    """A rejected jump's check batches are retrained through the FULL
+    step's own trace: the only new trace is the forward check's."""
+    x, y = classification_data
+    plain, _ = _counted_fit(x, y, hybrid=False)
+    hybrid, runner = _counted_fit(
+        x, y, hybrid=True, loss_tolerance=0.0, correction_interval=0,
+        predictor={"jump_scales": [10.0, 9.0]},
+    )
+    assert runner.stats.predictions_rejected >= 1
+    assert hybrid == plain + 1

@@ -180,28 +180,19 @@ def make_phase_functions(model, accumulators, deltas):
         per_replica = strategy.run(one_eval, args=(data,))
         return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, None)
 
-    def one_train(data):
-        logs = model.train_step(data)
-        return logs[common.LOSS_KEY], logs[common.GRAD_NORM_KEY]
-
-    def train_batch(data):
-        loss, norm = strategy.run(one_train, args=(data,))
-        mean = tf.distribute.ReduceOp.MEAN
-        return {
-            common.LOSS_KEY: strategy.reduce(mean, loss, None),
-            common.GRAD_NORM_KEY: strategy.reduce(mean, norm, None),
-        }
-
     if not model.run_eagerly:
         eval_loss = tf.function(eval_loss, reduce_retracing=True)
-        train_batch = tf.function(train_batch, reduce_retracing=True)
 
+    full = model._make_function(full_collect)
     return {
-        "full": model._make_function(full_collect),
+        "full": full,
         "predict": model._make_function(
             lambda data: predict_step(model, deltas, data)
         ),
-        "train_batch": train_batch,
+        # Given a list of batches instead of an iterator, Keras' function
+        # runs its compiled one-batch step on each: the FULL step's trace
+        # serves the retrained batches too (no second trace of the model).
+        "train_batch": lambda batch: full([batch]),
         "eval_loss": eval_loss,
     }
 
