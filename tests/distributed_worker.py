@@ -2,6 +2,7 @@
 be configured before the backend starts).
 
 Usage: python tests/distributed_worker.py KIND PREDICT_MODE
+(PREDICT_MODE `jump-rejected`: jumps that are rejected)
 
 KIND: `mirrored` (TensorFlow MirroredStrategy on 2 logical CPUs) or
 `data_parallel` (JAX keras.distribution.DataParallel on 2 host devices).
@@ -47,6 +48,11 @@ def dataset():
 
 
 def config():
+    if PREDICT_MODE == "jump-rejected":
+        # Jumps that overshoot: rejected, their check batches retrained.
+        return eager_config(predict_mode="jump", correction_interval=0,
+                            divergence_threshold=50.0, loss_tolerance=0.0,
+                            predictor={"jump_scales": [10.0, 9.0]})
     return eager_config(predict_mode=PREDICT_MODE, correction_interval=3,
                         divergence_threshold=50.0)
 

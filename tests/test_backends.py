@@ -71,3 +71,18 @@ def test_replicas_stay_identical(kind, predict_mode):
     # The model learned (chance level is ln 10 = 2.3): each update was
     # applied once, not once per replica.
     assert out["eval_loss"] < 1.5, out
+
+
+@only_from_tensorflow
+def test_rejected_jumps_retrain_identically_on_every_replica():
+    """A rejected jump's check batches (one per replica each) are retrained
+    through the FULL step: every replica applies the same updates."""
+    out = run_worker("mirrored", "jump-rejected")
+    s = out["summary"]
+    assert out["replicas"] == 2 and out["copies"] == 2
+    assert s["predictions_rejected"] >= 1
+    assert s["backward_passes"] > s["full_steps"] + s["warmup_steps"]
+    assert out["finite"]
+    assert out["max_replica_difference"] == 0.0
+    assert out["eval_loss"] < 1.5, out
+
