@@ -201,11 +201,11 @@ class HybridRunner(RecoveryMixin):
         then carries out what they call for."""
         c = self.controller
         read = self.step_stats and (c.phase_done or self._read_due())
-        if not (read or c.phase_done or self._action or self._abort):
+        if read:
+            self.read_statistics()  # touches no variable
+        if not (c.phase_done or self._action or self._abort):
             return
         self.backend.sync(self.model)
-        if read:
-            self.read_statistics()
         if self._action is not None:
             self._apply_action()
         elif self._abort is not None:
@@ -249,6 +249,7 @@ class HybridRunner(RecoveryMixin):
                 # Later steps are undone by the rollback or abort.
                 break
         if self._good_values is None and not bad_step and self.functions:
+            self.backend.sync(self.model)
             self._save_good_point()
         self.stats.add_overhead("encode", time.perf_counter() - start)
 

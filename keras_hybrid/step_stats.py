@@ -102,10 +102,17 @@ class StepStatistics:
 
 
 def to_host(values):
-    """Scalar tensors as one float64 NumPy vector, in one transfer (one
-    stack on the device, then one copy)."""
-    dtypes = {keras.backend.standardize_dtype(v.dtype) for v in values}
-    if len(dtypes) > 1:
+    """Scalar tensors as one float64 NumPy vector, in one transfer (on JAX
+    one batched `jax.device_get`; elsewhere one stack on the device, then
+    one copy)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return np.asarray(
+            [np.asarray(v, dtype="float64") for v in jax.device_get(values)],
+            dtype="float64",
+        ).reshape(-1)
+    if len({v.dtype for v in values}) > 1:
         values = [keras.ops.cast(v, "float32") for v in values]
     return np.asarray(
         keras.ops.convert_to_numpy(keras.ops.stack(values)), dtype="float64"
