@@ -428,13 +428,13 @@ class HybridRunner(RecoveryMixin):
 
     # ========================================================== phases
     def _start_full(self):
+        self._phase_losses = []
+        self._phase_start_features = None
+        if self._quiet_left:
+            return  # a quiet phase fits nothing (its sums are discarded)
         if self.trajectory is not None:
             self.trajectory.start_phase()
-        self._phase_losses = []
-        # A quiet phase fits nothing.
-        self._phase_start_features = (
-            None if self._quiet_left else self.state.features()
-        )
+        self._phase_start_features = self.state.features()
 
     def _end_phase(self):
         c = self.controller
