@@ -88,11 +88,12 @@ def build_parser():
     headroom = commands.add_parser(
         "headroom",
         help="what a perfect predictor could gain: the baseline's final loss "
-        "against the equal-budget and truncated references at fewer "
+        "against the equal-budget, truncated and wsd references at fewer "
         "backward passes",
         description="A perfect predictor ends where the baseline ends, with "
         "a fraction of its backward passes. Runs the baseline and one "
-        "equal-budget arm per fraction side by side, prints whether that "
+        "equal-budget and one wsd arm per fraction side by side, prints "
+        "whether that "
         "beats each same-budget reference beyond the seed spread, and "
         "writes headroom.json.",
     )

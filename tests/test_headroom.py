@@ -98,6 +98,10 @@ def test_run_headroom_runs_the_references_at_each_budget(tmp_path):
         perfect["final_val_loss"] / half["equal-budget"]["final_val_loss"])
     assert half["ratios"]["truncated"] == pytest.approx(
         perfect["final_val_loss"] / half["truncated"]["final_val_loss"])
+    # The wsd reference: peak rate held, cooled down over the same budget.
+    assert half["wsd"]["backward_passes"] == 6
+    assert half["ratios"]["wsd"] == pytest.approx(
+        perfect["final_val_loss"] / half["wsd"]["final_val_loss"])
     # Plain training for 6 of the 12 steps on the baseline's schedule is a
     # different point of the same run.
     assert half["truncated"]["final_val_loss"] != perfect["final_val_loss"]
@@ -106,6 +110,35 @@ def test_run_headroom_runs_the_references_at_each_budget(tmp_path):
     assert {"plain_ms", "full_ms", "predict_ms", "skip_ms"} <= set(
         entry["profile"])
     assert row["speed_bound"] == headroom.speed_bound(entry["profile"], 0.5)
+    assert row["wsd"]["beats"] in (True, False)
+    assert "perfect beats equal-budget / truncated / wsd beyond spread" in (
+        headroom.markdown_table(result))
+
+
+def test_rows_and_table_of_a_file_without_wsd_keep_two_references():
+    # headroom.json files written before the wsd arms have no wsd figures.
+    per_seed = [_seed(1.00, 1.02, 1.50), _seed(1.10, 1.05, 1.60)]
+    (row,) = headroom.headroom_rows(per_seed, {"0.5": 6})
+    assert "wsd" not in row
+    text = headroom.markdown_table({"tasks": {"t": {"rows": [row]}}})
+    assert "equal-budget / truncated beyond spread" in text
+    assert "wsd" not in text
+    assert len(text.splitlines()[1].split("|")) == 13  # 11 columns
+
+
+def test_rows_compare_with_wsd_where_the_seeds_have_it():
+    per_seed = [_seed(1.00, 1.02, 1.50), _seed(1.10, 1.05, 1.60),
+                _seed(1.05, 1.08, 1.55)]
+    for seed, wsd in zip(per_seed, (1.40, 1.45, 1.50)):
+        half = seed["fractions"]["0.5"]
+        half["wsd"] = {"final_val_loss": wsd}
+        half["ratios"]["wsd"] = seed["perfect"]["final_val_loss"] / wsd
+    (row,) = headroom.headroom_rows(per_seed, {"0.5": 6})
+    assert row["wsd"]["beats"] is True
+    assert row["wsd"]["final_val_loss"]["median"] == pytest.approx(1.45)
+    text = headroom.markdown_table({"tasks": {"t": {"rows": [row]}}})
+    assert text.splitlines()[2].endswith("| no / yes / yes | n/a |")
+    assert len(text.splitlines()[1].split("|")) == 15  # 13 columns
 
 
 def test_run_headroom_argument_errors(tmp_path):

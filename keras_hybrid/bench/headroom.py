@@ -13,7 +13,10 @@ each seed this module runs, each arm in its own fresh subprocess:
 2. `equal-budget@<fraction>`: plain `fit` for `round(fraction * N)` steps
    with the task's recipe compressed to them (the `equal-budget` arm of
    `keras-hybrid bench`; under a constant learning rate, a linear decay to
-   zero).
+   zero);
+3. `wsd@<fraction>`: plain `fit` for the same budget with the peak learning
+   rate held, then a linear cooldown to zero over its last 20% (the `wsd`
+   arm of `keras-hybrid bench`).
 
 A separate subprocess per task times the compiled step functions (as the
 benchmark's overhead section does), which bounds the perfect predictor's
@@ -45,7 +48,7 @@ from keras_hybrid.report import clean_json
 
 SCHEMA_VERSION = 1
 DEFAULT_FRACTIONS = (0.5, 0.75, 0.9)
-REFERENCES = ("equal-budget", "truncated")
+REFERENCES = ("equal-budget", "truncated", "wsd")
 
 
 def run_headroom(tasks, seeds=3, fractions=DEFAULT_FRACTIONS, quick=False,
@@ -208,7 +211,11 @@ def _run_task(task, payload, n_seeds, fractions, quick, backend, epochs,
             key: run(f"equal-budget@{key}", arm="equal-budget", budget=budget)
             for key, budget in budgets.items()
         }
-        per_seed.append(seed_entry(seed, baseline, equal, budgets))
+        wsd = {
+            key: run(f"wsd@{key}", arm="wsd", budget=budget)
+            for key, budget in budgets.items()
+        }
+        per_seed.append(seed_entry(seed, baseline, equal, budgets, wsd))
     return {
         "description": getattr(task, "description", None),
         "settings": harness._settings(task, epochs, eval_every, schedule),
@@ -219,7 +226,7 @@ def _run_task(task, payload, n_seeds, fractions, quick, backend, epochs,
     }
 
 
-def seed_entry(seed, baseline, equal, budgets):
+def seed_entry(seed, baseline, equal, budgets, wsd=None):
     """The figures of one seed.
 
     Args:
@@ -227,11 +234,13 @@ def seed_entry(seed, baseline, equal, budgets):
         baseline: the baseline's `run_arm` result, probed at every budget.
         equal: `fraction key -> equal-budget run_arm result`.
         budgets: `fraction key -> budget`.
+        wsd: `fraction key -> wsd run_arm result`, or `None` (no `wsd`
+            figures).
 
     Returns:
         A dict with the seed, the `perfect` figures (the baseline's final
         ones, reached with fewer backward passes) and, per fraction key, the
-        `equal-budget` and `truncated` figures.
+        `equal-budget`, `truncated` and (with `wsd`) `wsd` figures.
     """
     target = figures.target_loss(
         baseline["evals"][-1]["val_loss"] if baseline["evals"] else None
@@ -243,6 +252,8 @@ def seed_entry(seed, baseline, equal, budgets):
             "equal-budget": figures.arm_figures(equal[key], target),
             "truncated": figures.truncated_figures(baseline, budget, target),
         }
+        if wsd is not None:
+            refs["wsd"] = figures.arm_figures(wsd[key], target)
         entry["fractions"][key] = {
             "budget": budget,
             **refs,
@@ -283,6 +294,8 @@ def headroom_rows(per_seed, budgets, profile=None):
             else speed_bound(profile, float(key)),
         }
         for name in REFERENCES:
+            if any(name not in s["fractions"][key] for s in per_seed):
+                continue  # headroom.json written before the wsd arms
             values = [s["fractions"][key][name]["final_val_loss"]
                       for s in per_seed]
             row[name] = {
@@ -309,26 +322,34 @@ def _bound(bound):
 
 
 def markdown_table(result):
-    """One Markdown row per task and fraction of a `headroom.json`."""
+    """One Markdown row per task and fraction of a `headroom.json`.
+
+    The reference columns are those every row has (`wsd` only in files
+    written since headroom runs the wsd arms).
+    """
+    rows = [row for entry in result["tasks"].values()
+            for row in entry["rows"]]
+    refs = [name for name in REFERENCES
+            if all(name in row for row in rows)]
     lines = [
         "| task | backward run | skipped | budget | perfect (baseline final "
-        "val loss) | equal-budget | truncated | perfect / equal-budget | "
-        "perfect / truncated | perfect beats equal-budget / truncated "
-        "beyond spread | perfect wall-clock / baseline, at best (per_step / "
-        "jump) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "val loss) | "
+        + "".join(f"{name} | " for name in refs)
+        + "".join(f"perfect / {name} | " for name in refs)
+        + f"perfect beats {' / '.join(refs)} beyond spread | perfect "
+        "wall-clock / baseline, at best (per_step / jump) |",
+        "| --- " * (7 + 2 * len(refs)) + "|",
     ]
     for name, entry in result["tasks"].items():
         for row in entry["rows"]:
-            eq, tr = row["equal-budget"], row["truncated"]
             lines.append(
                 f"| {name} | {row['fraction']:.0%} | {row['skipped']:.0%} | "
                 f"{row['budget']} | {table.cell(row['perfect'], '.4f')} | "
-                f"{table.cell(eq['final_val_loss'], '.4f')} | "
-                f"{table.cell(tr['final_val_loss'], '.4f')} | "
-                f"{table.cell(eq['ratio'], '.3f')} | "
-                f"{table.cell(tr['ratio'], '.3f')} | "
-                f"{_yes_no(eq['beats'])} / {_yes_no(tr['beats'])} | "
-                f"{_bound(row.get('speed_bound'))} |"
+                + "".join(f"{table.cell(row[r]['final_val_loss'], '.4f')} | "
+                          for r in refs)
+                + "".join(f"{table.cell(row[r]['ratio'], '.3f')} | "
+                          for r in refs)
+                + " / ".join(_yes_no(row[r]["beats"]) for r in refs)
+                + f" | {_bound(row.get('speed_bound'))} |"
             )
     return "\n".join(lines)
