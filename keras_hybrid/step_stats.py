@@ -108,10 +108,7 @@ def to_host(values):
     if keras.backend.backend() == "jax":
         import jax
 
-        return np.asarray(
-            [np.asarray(v, dtype="float64") for v in jax.device_get(values)],
-            dtype="float64",
-        ).reshape(-1)
+        return np.asarray(jax.device_get(values), dtype="float64").reshape(-1)
     if len({v.dtype for v in values}) > 1:
         values = [keras.ops.cast(v, "float32") for v in values]
     return np.asarray(

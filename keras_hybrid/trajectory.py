@@ -150,10 +150,7 @@ class WeightTrajectory:
         self.first_count = 0
         self.second_mean = None
         self.second_count = 0
-        self.drift = None
-        self.previous_drift = None
-        self._consistency = None
-        self.drift_finite = False
+        self.forget_drift()
         self.shadow_agreement = (None, None)
         self._zeroed = False
 

@@ -7,10 +7,10 @@ step functions take the newest state from a holder on the model and leave
 theirs there (as do the trajectory sums), with no per-step Python work per
 variable; `sync(model)` writes it into the model's variables (a reference
 assignment, no copy) before the runner works on variables as on every other
-backend (phase ends, reads of the statistics, checks, rollbacks,
-checkpoints). Each phase has its own `jax.jit` function; the PREDICT
-function calls no `jax.grad`/`vjp`, so its jaxpr has no transpose of the
-forward pass.
+backend (phase ends, checks, rollbacks, checkpoints; reading the statistics
+touches no variable). Every backward step runs one `jax.jit` function and
+PREDICT its own; the PREDICT function calls no `jax.grad`/`vjp`, so its
+jaxpr has no transpose of the forward pass.
 """
 
 import collections
