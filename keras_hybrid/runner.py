@@ -75,6 +75,9 @@ class HybridRunner(RecoveryMixin):
         self.loss_curve = LossCurve()
         self._final_loss = None
         self._last_read = None
+        # Values a read left on the device (the newest call's), which a
+        # checkpoint saves as they are.
+        self._kept = 0
         self.start_time = time.perf_counter()
         self.end_time = None
         self.elapsed_before = 0.0
@@ -200,9 +203,14 @@ class HybridRunner(RecoveryMixin):
         `divergence.check_interval_steps` steps and at every phase end),
         then carries out what they call for."""
         c = self.controller
-        read = self.step_stats and (c.phase_done or self._read_due())
-        if read:
-            self.read_statistics()  # touches no variable
+        if self.step_stats:
+            if c.phase_done:
+                self.read_statistics()  # touches no variable
+            elif self._read_due():
+                # The newest call's values stay on the device until the next
+                # read: reading them would make the host wait for the step
+                # just dispatched (JAX and accelerators run ahead).
+                self.read_statistics(keep_newest=self.steps_per_execution)
         if not (c.phase_done or self._action or self._abort):
             return
         self.backend.sync(self.model)
@@ -215,32 +223,51 @@ class HybridRunner(RecoveryMixin):
             # step stays a plain one.)
             self._end_phase()
 
-    def settle(self):
+    def settle(self, keep_kept=False):
         """Reads any pending statistics now and carries out what they call
-        for (before a checkpoint, at the end of `fit()`)."""
+        for (before a checkpoint, at the end of `fit()`).
+
+        Args:
+            keep_kept: leave pending the values that the last read kept on
+                the device, if nothing else is pending (a checkpoint saves
+                them as they are, so the resumed run reads them at the same
+                step as an uninterrupted one).
+        """
         self.backend.sync(self.model)
-        if self.step_stats:
+        kept = keep_kept and len(self.step_stats) == self._kept
+        if self.step_stats and not kept:
             self.read_statistics()
         if self._action is not None:
             self._apply_action()
+        elif self._abort is not None:
+            self._end_predict(success=False, reason=self._abort)
 
     def _read_due(self):
-        """Whether this step crossed a multiple of the read interval (the
-        reads fall on the same steps however the run was resumed)."""
+        """Whether the steps before the newest call crossed a multiple of
+        the read interval (the reads fall on the same steps however the run
+        was resumed). The read is one call late: it takes the values up to
+        that multiple while the newest call may still be running."""
         interval = self.config.divergence.check_interval_steps
-        step = self.controller.step
+        upto = self.controller.step - self.steps_per_execution
         if self._last_read is None:
-            self._last_read = step - self.steps_per_execution
-        return step // interval > self._last_read // interval
+            self._last_read = upto - self.steps_per_execution
+        return upto // interval > self._last_read // interval
 
-    def read_statistics(self):
+    def read_statistics(self, keep_newest=0):
         """Brings the pending per-step statistics to the host (one
         transfer) and feeds them, in step order, to the monitor, the
-        training state and the predictor."""
-        self._last_read = self.controller.step
+        training state and the predictor.
+
+        Args:
+            keep_newest: the number of newest steps whose values stay
+                pending (read at the next read).
+        """
+        self._last_read = self.controller.step - keep_newest
         start = time.perf_counter()
         bad_step = False
-        for record in self.step_stats.read():
+        records = self.step_stats.read(keep_newest)
+        self._kept = len(self.step_stats)
+        for record in records:
             if record.backward:
                 bad_step = self._consume_full(record) or bad_step
             else:
@@ -311,11 +338,11 @@ class HybridRunner(RecoveryMixin):
     def safe_to_checkpoint(self):
         """Whether the state can be saved exactly now (not inside a jump's
         forward checks, not while fast-forwarding, no statistics waiting
-        on the device)."""
+        on the device but those the last read kept there)."""
         return (
             not self._check_batches
             and self.skip_batches <= 0
-            and not self.step_stats
+            and len(self.step_stats) == self._kept
         )
 
     def position(self):
@@ -450,7 +477,11 @@ class HybridRunner(RecoveryMixin):
         c = self.controller
         start = time.perf_counter()
         if not self._phase_alarm:
-            self._save_good_point()
+            # Inside a run of quiet phases the rollback point moves only at
+            # its end: a snapshot of every variable and optimizer slot
+            # costs about as much as a step on a small model.
+            if self._quiet_left <= 1:
+                self._save_good_point()
             self.monitor.healthy()
         self._phase_alarm = False
         if self._quiet_left:

@@ -13,6 +13,7 @@ in order, a few steps late.
 """
 
 import dataclasses
+import math
 
 import keras
 import numpy as np
@@ -66,13 +67,26 @@ class StepStatistics:
             return
         self._pending.append((int(step), loss, grad_norm, kind))
 
-    def read(self):
-        """Brings every pending value to the host in one transfer.
+    def read(self, keep_newest=0):
+        """Brings the pending values to the host in one transfer.
+
+        Args:
+            keep_newest: the number of newest steps left pending: a step
+                just dispatched may still be running, and reading its value
+                would make the host wait for it.
 
         Returns:
-            A list of `StepRecord`, oldest first (empty if nothing pending).
+            A list of `StepRecord`, oldest first (empty if nothing read).
         """
-        pending, self._pending = self._pending, []
+        split = max(len(self._pending) - keep_newest, 0)
+        pending, self._pending = self._pending[:split], self._pending[split:]
+        return self._peek(pending)
+
+    def _peek(self, pending=None):
+        """`pending` (default: every pending value) as `StepRecord`s, in one
+        transfer; nothing is consumed."""
+        if pending is None:
+            pending = self._pending
         if not pending:
             return []
         values = []
@@ -96,21 +110,66 @@ class StepStatistics:
             )
         return records
 
+    def get_state(self):
+        """The pending values on the host, without consuming them (for a
+        checkpoint): a list of `[step, loss, grad_norm, kind]`, strict JSON
+        (a non-finite value as its name, e.g. `"nan"`)."""
+        return [
+            [r.step, _json_float(r.loss), _json_float(r.grad_norm), r.kind]
+            for r in self._peek()
+        ]
+
+    def set_state(self, state):
+        """Makes `get_state` output the pending values again."""
+        self._pending = [
+            (
+                int(step),
+                keras.ops.convert_to_tensor(float(loss), dtype="float32"),
+                None if norm is None
+                else keras.ops.convert_to_tensor(float(norm), dtype="float32"),
+                kind,
+            )
+            for step, loss, norm, kind in state
+        ]
+
     def clear(self):
         """Drops the pending values (their steps were undone)."""
         self._pending = []
 
 
+def _json_float(value):
+    if value is None or math.isfinite(value):
+        return value
+    return str(value)
+
+
 def to_host(values):
-    """Scalar tensors as one float64 NumPy vector, in one transfer (on JAX
-    one batched `jax.device_get`; elsewhere one stack on the device, then
-    one copy)."""
-    if keras.backend.backend() == "jax":
+    """Scalar tensors as one float64 NumPy vector, in one transfer.
+
+    JAX: one batched `jax.device_get`. TensorFlow and PyTorch: tensors in
+    host memory are read directly (no device op is dispatched, which on a
+    busy CPU costs more than the read); others are stacked on their device
+    and copied once.
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
         import jax
 
         return np.asarray(jax.device_get(values), dtype="float64").reshape(-1)
+    if all(_in_host_memory(v, backend) for v in values):
+        read = (lambda v: v.item()) if backend == "torch" else (
+            lambda v: v.numpy().item()
+        )
+        return np.array([read(v) for v in values], "float64")
     if len({v.dtype for v in values}) > 1:
         values = [keras.ops.cast(v, "float32") for v in values]
     return np.asarray(
         keras.ops.convert_to_numpy(keras.ops.stack(values)), dtype="float64"
     ).reshape(-1)
+
+
+def _in_host_memory(value, backend):
+    if backend == "torch":
+        return value.device.type == "cpu"
+    device = getattr(value, "device", None)
+    return isinstance(device, str) and "device:CPU:" in device

@@ -18,9 +18,10 @@ from tests.helpers import eager_config
 pytestmark = pytest.mark.backends
 
 
-def _fit(x, y, epochs=1, **config):
+def _fit(x, y, epochs=1, saves=None, **config):
     """A hybrid fit that records the step at which each fitting FULL phase
-    ended (`finish_phase` is the fitting phases' end)."""
+    ended (`finish_phase` is the fitting phases' end), and in `saves` (a
+    list, if given) the steps at which the rollback point was taken."""
     model = compile_model(kh.HybridModel.wrap(build_mlp(0)))
     callback = kh.HybridPredictCallback(eager_config(**config))
     fitted = []
@@ -38,6 +39,14 @@ def _fit(x, y, epochs=1, **config):
 
                 trajectory.finish_phase = spied
                 trajectory._spied = True
+                if saves is not None:
+                    save = runner._save_good_point
+
+                    def saving():
+                        saves.append(runner.controller.step)
+                        return save()
+
+                    runner._save_good_point = saving
 
     model.fit(x, y, batch_size=32, epochs=epochs, verbose=0, shuffle=False,
               callbacks=[callback, Recorder()])
@@ -69,6 +78,34 @@ def test_quiet_stretches_double_up_to_the_limit(classification_data):
     assert runner.stats.quiet_phases >= 8
     report = runner.stats
     assert report.backward == runner.controller.step  # nothing skipped
+
+
+def test_rollback_point_moves_at_the_end_of_a_quiet_stretch(
+    classification_data,
+):
+    x, y = classification_data
+    saves = []
+    runner, _ = _fit(x, y, epochs=4, saves=saves, enable_prediction=False,
+                     max_quiet_phases=4)
+    full_steps = runner.config.full_steps
+    warmup = runner.config.warmup_steps
+    phases = (runner.controller.step - warmup) // full_steps
+    pattern = _expected_pattern(phases + 1, limit=4)
+    # A fitting phase's end and a quiet stretch's last phase take it; the
+    # phases inside a stretch do not (other saves fall between phase ends).
+    expected = [
+        warmup + (i + 1) * full_steps
+        for i, fits in enumerate(pattern[:-1])
+        if fits or pattern[i + 1]
+    ]
+    at_phase_ends = [
+        step for step in saves
+        if step > warmup and (step - warmup) % full_steps == 0
+    ]
+    assert at_phase_ends == expected
+    quiet = pattern[:-1].count(False)
+    assert quiet > len(expected) - (len(pattern) - 1 - quiet)
+    assert runner._good_step == saves[-1]
 
 
 def test_no_quiet_phases_when_disabled(classification_data):

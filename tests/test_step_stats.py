@@ -5,6 +5,8 @@ Marked `backends`: `tests/test_backends.py` runs these under JAX and
 PyTorch too.
 """
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -131,8 +133,11 @@ def test_host_transfers_per_full_phase_are_bounded(classification_data,
     monkeypatch.undo()
     runner = callback.runner
     full_phases = steps // 16 + 1
-    # One read per 8 steps (phase ends fall on read steps here).
+    # One read per 8 steps: at the phase ends (steps 8, 24, 40, 56), one
+    # step late in between (step 17 reads steps 9-16, 33 and 49 likewise),
+    # and at the end of fit() (steps 57-64).
     assert runner.step_stats.host_reads == steps // 8
+    assert len(runner.step_stats) == 0
     # Each FULL phase end reads a few small figures (drift agreement,
     # finiteness, shadow scores): bounded per phase, far below per step.
     assert len(calls) <= runner.step_stats.host_reads + 6 * full_phases
@@ -150,11 +155,30 @@ def test_statistics_reach_state_and_monitor_in_step_order(classification_data):
     assert runner.monitor.steps_seen == runner.stats.backward
 
 
-def test_read_interval_one_reads_every_step(classification_data):
+def test_read_interval_one_reads_every_step_one_step_late(
+    classification_data, monkeypatch,
+):
+    sizes = []
+    read = StepStatistics.read
+
+    def spied(self, keep_newest=0):
+        records = read(self, keep_newest)
+        if records:
+            sizes.append((keep_newest, [r.step for r in records]))
+        return records
+
+    monkeypatch.setattr(StepStatistics, "read", spied)
     x, y = classification_data
     _, runner = _fit(x[:640], y[:640], enable_prediction=False,
                      divergence={"check_interval_steps": 1})
-    assert runner.step_stats.host_reads == 640 // BATCH
+    steps = [step for _, read_steps in sizes for step in read_steps]
+    assert steps == list(range(1, 640 // BATCH + 1))
+    # Between phase ends each read takes the step before the newest one.
+    assert all(read_steps[-1] == read_steps[0] + len(read_steps) - 1
+               for _, read_steps in sizes)
+    late = [read_steps for keep, read_steps in sizes if keep]
+    assert late and all(len(read_steps) == 1 for read_steps in late)
+    assert runner.step_stats.host_reads == len(sizes)
 
 
 def test_step_statistics_read_order_and_reset():
@@ -172,6 +196,28 @@ def test_step_statistics_read_order_and_reset():
     assert np.isnan(records[1].loss) and records[1].grad_norm is None
     assert stats.host_reads == 1 and len(stats) == 0
     assert stats.read() == [] and stats.host_reads == 1
+    for step in (4, 5, 6):
+        stats.add(step, keras.ops.convert_to_tensor(float(step)))
+    assert [r.step for r in stats.read(keep_newest=1)] == [4, 5]
+    assert len(stats) == 1 and stats.read(keep_newest=1) == []
+    assert stats.host_reads == 2  # nothing read, nothing transferred
+    assert [r.loss for r in stats.read()] == [6.0]
+
+
+def test_pending_statistics_survive_a_checkpoint_state():
+    stats = StepStatistics()
+    stats.add(7, keras.ops.convert_to_tensor(float("nan")),
+              keras.ops.convert_to_tensor(float("inf")))
+    stats.add(8, keras.ops.convert_to_tensor(1.25), kind="predict")
+    state = json.loads(json.dumps(stats.get_state(), allow_nan=False))
+    assert len(stats) == 2  # nothing consumed
+    restored = StepStatistics()
+    restored.set_state(state)
+    records = restored.read()
+    assert [(r.step, r.kind) for r in records] == [(7, "full"),
+                                                   (8, "predict")]
+    assert np.isnan(records[0].loss) and records[0].grad_norm == np.inf
+    assert records[1].loss == 1.25 and records[1].grad_norm is None
 
 
 def test_rejected_jump_trains_its_check_batches(classification_data):

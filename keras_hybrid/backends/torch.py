@@ -36,16 +36,28 @@ def train_step(model, data):
         model.optimizer.scale_loss(loss).backward()
         grads = [v.value.grad for v in variables]
         with torch.no_grad():
-            norm = torch.sqrt(
-                sum(torch.sum(torch.square(g)) for g in grads if g is not None)
+            norm = _global_norm(grads)
+            finite = torch.logical_and(
+                torch.isfinite(loss.detach()), torch.isfinite(norm)
             )
-            finite = common.update_is_finite(loss.detach(), norm)
             _guarded_apply(model.optimizer, grads, variables, finite)
         logs[common.GRAD_NORM_KEY] = norm
     else:
         common.warn_no_trainable_weights()
     metrics = model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
     return dict(metrics, **logs)
+
+
+def _global_norm(grads):
+    """The L2 norm of all gradients together, in two fused kernels
+    (`torch._foreach_norm`, then the norm of the per-tensor norms)."""
+    present = [g for g in grads if g is not None]
+    if not present:
+        return torch.zeros(())
+    norms = torch._foreach_norm(present)
+    if len({n.dtype for n in norms}) > 1:
+        norms = [n.float() for n in norms]
+    return torch.linalg.vector_norm(torch.stack(norms))
 
 
 def _guarded_apply(optimizer, grads, variables, finite, on_device=None):
