@@ -75,7 +75,7 @@ def save_checkpoint(model, path, runner=None, include_predictor=True,
     runner_json = runner_arrays = None
     if runner is not None:
         if runner.functions is not None:
-            runner.settle(keep_kept=True)
+            runner.settle(keep_pending=True)
         runner.flush_iterations()
         if include_predictor:
             runner_json, runner_arrays = runner_state(runner)

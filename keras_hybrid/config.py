@@ -223,9 +223,11 @@ class DivergenceConfig:
             gradient norm (kept on the device by the compiled steps) are read
             by the host and checked by the monitor; every step's values are
             checked, up to this many steps late. They are also read at the
-            end of every phase. 1 reads after every step, which stops
-            TensorFlow and JAX from dispatching ahead. A non-finite update is
-            refused inside the compiled step whatever this is.
+            end of every phase. A read between phase ends leaves the newest
+            step's values on the device (reading them would wait for that
+            step), so 1 reads every step's values one step late. A
+            non-finite update is refused inside the compiled step whatever
+            this is.
         max_consecutive_failures: rejected predictions in a row after which
             prediction pauses for `cooldown_phases` FULL phases.
         cooldown_phases: FULL phases to run after repeated failures.
@@ -381,7 +383,8 @@ class HybridConfig:
         max_quiet_phases: while prediction does not pay, the FULL phases
             that fit the predictor come in windows of two, separated by
             "quiet" FULL phases that only train (no trajectory sums, no
-            predictor fitting, no shadow check): 1 after the first window
+            predictor fitting, no shadow check; the rollback point moves
+            only at the end of such a stretch): 1 after the first window
             that ended without an accepted prediction, then 2, 4, ... up to
             this many. An accepted prediction ends the back-off. `0`: every
             FULL phase fits the predictor.

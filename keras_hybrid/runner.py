@@ -75,9 +75,6 @@ class HybridRunner(RecoveryMixin):
         self.loss_curve = LossCurve()
         self._final_loss = None
         self._last_read = None
-        # Values a read left on the device (the newest call's), which a
-        # checkpoint saves as they are.
-        self._kept = 0
         self.start_time = time.perf_counter()
         self.end_time = None
         self.elapsed_before = 0.0
@@ -223,19 +220,17 @@ class HybridRunner(RecoveryMixin):
             # step stays a plain one.)
             self._end_phase()
 
-    def settle(self, keep_kept=False):
+    def settle(self, keep_pending=False):
         """Reads any pending statistics now and carries out what they call
-        for (before a checkpoint, at the end of `fit()`).
+        for (at the end of `fit()`; before a checkpoint).
 
         Args:
-            keep_kept: leave pending the values that the last read kept on
-                the device, if nothing else is pending (a checkpoint saves
-                them as they are, so the resumed run reads them at the same
-                step as an uninterrupted one).
+            keep_pending: leave the statistics pending (a checkpoint saves
+                them as they are, so that a resumed run reads them at the
+                same step as an uninterrupted one).
         """
         self.backend.sync(self.model)
-        kept = keep_kept and len(self.step_stats) == self._kept
-        if self.step_stats and not kept:
+        if self.step_stats and not keep_pending:
             self.read_statistics()
         if self._action is not None:
             self._apply_action()
@@ -265,9 +260,7 @@ class HybridRunner(RecoveryMixin):
         self._last_read = self.controller.step - keep_newest
         start = time.perf_counter()
         bad_step = False
-        records = self.step_stats.read(keep_newest)
-        self._kept = len(self.step_stats)
-        for record in records:
+        for record in self.step_stats.read(keep_newest):
             if record.backward:
                 bad_step = self._consume_full(record) or bad_step
             else:
@@ -337,12 +330,11 @@ class HybridRunner(RecoveryMixin):
     @property
     def safe_to_checkpoint(self):
         """Whether the state can be saved exactly now (not inside a jump's
-        forward checks, not while fast-forwarding, no statistics waiting
-        on the device but those the last read kept there)."""
+        forward checks, not while fast-forwarding; statistics still on the
+        device are saved as they are)."""
         return (
             not self._check_batches
             and self.skip_batches <= 0
-            and len(self.step_stats) == self._kept
         )
 
     def position(self):

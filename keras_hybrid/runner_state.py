@@ -61,7 +61,7 @@ def runner_state(runner):
         "statistics": object_state(runner.stats, STATISTICS),
         "runner": object_state(runner, RUNNER),
         "elapsed_s": runner.wall_time,
-        # Values the last read left on the device (see `HybridRunner.settle`).
+        # Statistics not read yet (see `HybridRunner.settle`).
         "pending_statistics": runner.step_stats.get_state(),
         "set_up": runner.functions is not None,
     }
@@ -109,7 +109,6 @@ def set_runner_state(runner, json_state, arrays):
     set_object_state(runner, json_state["runner"], RUNNER)
     runner.elapsed_before = float(json_state["elapsed_s"])
     runner.step_stats.set_state(json_state.get("pending_statistics", []))
-    runner._kept = len(runner.step_stats)
     if not json_state["set_up"]:
         return
     if runner.functions is None:
