@@ -672,7 +672,8 @@ class HybridRunner(RecoveryMixin):
             if previous is not None and not loss < previous:
                 break  # the losses stopped improving
             previous = loss
-        limit = base * (1.0 + self.config.loss_tolerance)
+        limit = base * (1.0 + self.config.loss_tolerance
+                        - getattr(self._outcome, "required_gain", 0.0))
         self._check_batches = []
         self.stats.add_overhead("predict", time.perf_counter() - start)
         self.stats.jumps.append(
