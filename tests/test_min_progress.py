@@ -76,7 +76,7 @@ def test_min_progress_is_validated():
         kh.HybridConfig(predictor={"type": "nesterov", "min_progress": 3.0})
 
 
-def _fit_summary(min_progress):
+def _fit(min_progress):
     from helpers import build_mlp, compile_model, eager_config
 
     rng = np.random.default_rng(0)
@@ -90,14 +90,18 @@ def _fit_summary(min_progress):
                    "min_progress": min_progress}))
     model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[callback])
     assert all(np.all(np.isfinite(np.asarray(w))) for w in model.weights)
-    return callback.report()["training_summary"]
+    return callback
 
 
 def test_fit_refuses_every_jump_below_the_required_progress():
     """The same run accepts its jumps without a requirement and refuses
     them all when a jump must bring twice the skipped steps' progress."""
-    free = _fit_summary(0.0)
+    free = _fit(0.0).report()["training_summary"]
     assert free["predictions_accepted"] > 0
-    strict = _fit_summary(2.0)
+    callback = _fit(2.0)
+    strict = callback.report()["training_summary"]
     assert strict["predictions_attempted"] > 0
     assert strict["predictions_accepted"] == 0
+    # The jump records say so too: a refused jump has no accepted scale.
+    jumps = callback.runner.stats.jumps
+    assert jumps and all(j["accepted_scale"] is None for j in jumps)

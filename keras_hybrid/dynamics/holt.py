@@ -29,9 +29,9 @@ James-Stein factor
 
 (`n`: the number of phases the mean effectively averages; `s2 / n` is the
 variance of `mu` itself), the estimated signal share of that coordinate's
-drift: coordinates whose drift
-keeps its sign phase after phase move with the velocity, those that wander
-(noise across a valley) stay near the denoised position.
+drift: coordinates whose drift keeps its sign phase after phase move with
+the velocity, those that wander (noise across a valley) stay near the
+denoised position.
 """
 
 import math
@@ -43,7 +43,6 @@ from keras_hybrid.backends import compile_function
 from keras_hybrid.dynamics import long_window
 
 SLOW_TIME_FACTOR = 4.0
-SHRINKAGE_MODES = ("tensor", "coordinate")
 
 
 def _moments_impl(mean, variance, drift, scale, beta):
@@ -119,8 +118,7 @@ class HoltPredictor(long_window.LongWindowPredictor):
 
     @property
     def per_coordinate(self):
-        return getattr(self.config.predictor, "shrinkage",
-                       "tensor") == "coordinate"
+        return self.config.predictor.shrinkage == "coordinate"
 
     def _has_velocity(self):
         if self.per_coordinate and self.moment_rate is None:
