@@ -16,6 +16,7 @@ import yaml
 PREDICTOR_TYPES = ("drift", "linear", "mlp", "rssm", "nesterov", "holt")
 BASIS_METHODS = ("pca", "power", "dmd")
 CALIBRATION_METHODS = ("temperature", "binning")
+SHRINKAGE_MODES = ("tensor", "coordinate")
 HORIZON_POLICIES = ("confidence", "ucb1", "linucb")
 PREDICT_MODES = ("jump", "per_step")
 PRESET_NAMES = ("default", "conservative", "balanced", "aggressive")
@@ -130,6 +131,18 @@ class PredictorConfig:
             learning rate rises (warmup) or once the rate at the end of the
             jump falls below this fraction of the largest rate seen (a
             schedule's cooldown), in [0, 1).
+        shrinkage: how `"holt"` shrinks its velocity before a jump:
+            `"tensor"` (one factor per tensor: the cosine between the last
+            phase's drift and the velocity, clipped to [0, 1]) or
+            `"coordinate"` (one factor per weight, the positive-part
+            James-Stein factor `max(0, 1 - (s2 / n) / mu^2)` of that
+            weight's phase drifts, from their exponential mean `mu` and
+            variance `s2` over about `n` phases).
+        min_progress: `"nesterov"` and `"holt"` accept a jump only if its
+            checked loss falls by at least this share of what training the
+            skipped steps would bring (the log-linear trend of the recent
+            FULL losses, extrapolated over the skipped steps' learning
+            rates), in [0, 2]; 0 accepts any decrease.
     """
 
     type: str = "drift"
@@ -152,6 +165,8 @@ class PredictorConfig:
     outer_learning_rate: float = 1.0
     min_agreement: float = 0.1
     min_lr_fraction: float = 0.2
+    shrinkage: str = "tensor"
+    min_progress: float = 0.0
 
     def __post_init__(self):
         self.hidden_dims = tuple(self.hidden_dims)
@@ -200,6 +215,8 @@ class PredictorConfig:
         _check_number(o, "min_agreement", self.min_agreement, -1.0, 1.0)
         _check_number(o, "min_lr_fraction", self.min_lr_fraction, 0.0)
         _check_range(o, "min_lr_fraction", self.min_lr_fraction, None, 0.999)
+        _check_choice(o, "shrinkage", self.shrinkage, SHRINKAGE_MODES)
+        _check_number(o, "min_progress", self.min_progress, 0.0, 2.0)
 
 
 @dataclasses.dataclass

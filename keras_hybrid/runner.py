@@ -695,17 +695,19 @@ class HybridRunner(RecoveryMixin):
             if previous is not None and not loss < previous:
                 break  # the losses stopped improving
             previous = loss
-        limit = base * (1.0 + self.config.loss_tolerance)
+        limit = base * (1.0 + self.config.loss_tolerance
+                        - getattr(self._outcome, "required_gain", 0.0))
         self._check_batches = []
         self.stats.add_overhead("predict", time.perf_counter() - start)
+        accepted = best is not None and best_loss <= limit
         self.stats.jumps.append(
             {"step": self.controller.step, "base_loss": base, "tried": tried,
-             "accepted_scale": best[0] if best else None}
+             "accepted_scale": best[0] if accepted else None}
         )
         # The checks leave no trace in the non-trainable state (a layer may
         # update variables in `call()` even in inference mode).
         self._predict_start.restore(self._restore_point)
-        if best is not None and best_loss <= limit:
+        if accepted:
             self.trajectory.snapshots.restore(best[1])
             return
         self._rejected_batches = batches

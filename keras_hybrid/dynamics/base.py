@@ -17,6 +17,9 @@ class PhaseOutcome:
         judge_from_start: the forward check compares a jump with the loss
             at `start` (a denoised point) as well as with the current
             weights, so that denoising alone never counts as progress.
+        required_gain: the relative decrease of the checked loss (a
+            fraction of the current weights' loss) a jump must deliver to
+            be accepted; 0 accepts any decrease.
     """
 
     targets: object
@@ -25,6 +28,7 @@ class PhaseOutcome:
     predicted_loss: float
     loss_bounds: tuple
     judge_from_start: bool = False
+    required_gain: float = 0.0
 
 
 class Predictor:

@@ -18,15 +18,74 @@ phase's own drift `d` and the velocity measured before that phase (their
 data do not overlap, so for a random walk `c` is near 0). The forward check
 compares the jump with the loss at `p` (and at the current weights): a
 denoised point alone never counts as progress.
+
+With `predictor.shrinkage='coordinate'` the per-tensor factor is replaced by
+a per-coordinate shrinkage factor: the phase drifts (per unit of learning rate)
+feed an exponential mean `mu` and variance `s2` with the slow EMA's rate
+`beta`, and each coordinate of `v` is scaled by the positive-part
+James-Stein factor
+
+    max(0, 1 - (s2_i / n) / mu_i^2),   n = (2 - beta) / beta
+
+(`n`: the number of phases the mean effectively averages; `s2 / n` is the
+variance of `mu` itself), the estimated signal share of that coordinate's
+drift: coordinates whose drift keeps its sign phase after phase move with
+the velocity, those that wander (noise across a valley) stay near the
+denoised position.
 """
 
 import math
 
 import numpy as np
+from keras import ops
 
+from keras_hybrid.backends import compile_function
 from keras_hybrid.dynamics import long_window
 
 SLOW_TIME_FACTOR = 4.0
+
+
+def _moments_impl(mean, variance, drift, scale, beta):
+    """One exponential step of the per-coordinate mean and variance of the
+    phase drifts (`drift * scale`: per unit of learning rate)."""
+    new_mean, new_variance = [], []
+    for m, s2, d in zip(mean, variance, drift):
+        x = ops.multiply(ops.cast(scale, d.dtype), d)
+        b = ops.cast(beta, d.dtype)
+        delta = ops.subtract(x, m)
+        m2 = ops.add(m, ops.multiply(b, delta))
+        # West's update: the variance about the new mean.
+        s2 = ops.multiply(ops.subtract(1.0, b),
+                          ops.add(s2, ops.multiply(b, ops.square(delta))))
+        new_mean.append(m2)
+        new_variance.append(s2)
+    return new_mean, new_variance
+
+
+def _shrink_impl(velocity, mean, variance, count):
+    """`velocity * max(0, 1 - (variance / count) / mean^2)` per coordinate
+    (0 where the mean is 0)."""
+    out = []
+    for v, m, s2 in zip(velocity, mean, variance):
+        signal = ops.square(m)
+        noise = ops.divide(s2, ops.cast(count, s2.dtype))
+        gain = ops.where(
+            signal > 0,
+            ops.maximum(ops.subtract(1.0, ops.divide(
+                noise, ops.maximum(signal, ops.cast(1e-30, signal.dtype)))),
+                0.0),
+            ops.zeros_like(signal),
+        )
+        out.append(ops.multiply(v, gain))
+    return out
+
+
+_moments = compile_function(_moments_impl)
+_shrink = compile_function(_shrink_impl)
+
+
+def _scalar(value):
+    return ops.convert_to_tensor(float(value), dtype="float32")
 
 
 class HoltPredictor(long_window.LongWindowPredictor):
@@ -51,8 +110,19 @@ class HoltPredictor(long_window.LongWindowPredictor):
         self.centre_step = None  # step of the last phase average
         self.centre_time = 0.0  # its learning-rate time
         self.time_at_step = None  # (step, learning-rate time) at the end
+        # Per-coordinate moments of the phase drifts (`shrinkage:
+        # 'coordinate'`) and the rate of their last update.
+        self.drift_mean = None
+        self.drift_variance = None
+        self.moment_rate = None
+
+    @property
+    def per_coordinate(self):
+        return self.config.predictor.shrinkage == "coordinate"
 
     def _has_velocity(self):
+        if self.per_coordinate and self.moment_rate is None:
+            return False  # fewer than two drifts: no variance yet
         return self.velocity is not None and self.shrinkage is not None
 
     def _phase_mean(self):
@@ -84,6 +154,9 @@ class HoltPredictor(long_window.LongWindowPredictor):
             steps = max(centre_step - self.centre_step, 1.0)
             du = centre_time - self.centre_time
             length = float(self.config.full_steps)
+            if self.per_coordinate:
+                self._update_moments(rates, 1.0 - math.exp(
+                    -steps / (SLOW_TIME_FACTOR * length)))
             for which, constant in (("fast", length),
                                     ("slow", SLOW_TIME_FACTOR * length)):
                 alpha = 1.0 - math.exp(-steps / constant)
@@ -98,6 +171,22 @@ class HoltPredictor(long_window.LongWindowPredictor):
                                                 1.0 / gap, -1.0 / gap)
         self.centre_step = centre_step
         self.centre_time = centre_time
+
+    def _update_moments(self, rates, beta):
+        """Feeds the last phase's drift (per unit of learning rate) to the
+        per-coordinate mean and variance."""
+        scale = 1.0 / float(np.mean(rates))
+        drift = self.trajectory.drift
+        if self.drift_mean is None:
+            self.drift_mean = long_window.mix(drift, drift, scale, 0.0)
+            self.drift_variance = [ops.zeros_like(d) for d in drift]
+            self.moment_rate = None  # one drift: no variance yet
+            return
+        self.drift_mean, self.drift_variance = _moments(
+            list(self.drift_mean), list(self.drift_variance), list(drift),
+            _scalar(scale), _scalar(beta),
+        )
+        self.moment_rate = float(beta)
 
     def _agreement(self):
         """Per-tensor shrinkage and overall cosine between this phase's
@@ -114,6 +203,12 @@ class HoltPredictor(long_window.LongWindowPredictor):
         )
         offset = self.lag_fast + now_time - self.centre_time
         position = long_window.mix(self.fast, self.velocity, 1.0, offset)
+        if self.per_coordinate:
+            beta = self.moment_rate or 1.0
+            count = (2.0 - beta) / beta
+            direction = _shrink(list(self.velocity), list(self.drift_mean),
+                                list(self.drift_variance), _scalar(count))
+            return position, direction, np.ones(len(direction))
         return position, self.velocity, self.shrinkage
 
     def _extra_state(self):
@@ -125,6 +220,7 @@ class HoltPredictor(long_window.LongWindowPredictor):
             else list(self.time_at_step),
             "shrinkage": None if self.shrinkage is None
             else [float(c) for c in self.shrinkage],
+            "moment_rate": self.moment_rate,
         }
 
     def _set_extra_state(self, state):
@@ -135,11 +231,17 @@ class HoltPredictor(long_window.LongWindowPredictor):
         self.time_at_step = None if at is None else (int(at[0]), float(at[1]))
         shrinkage = state.get("shrinkage")
         self.shrinkage = None if shrinkage is None else np.asarray(shrinkage)
+        self.moment_rate = state.get("moment_rate")
 
     def _array_groups(self):
-        return [g for g in (self.fast, self.slow, self.velocity)
+        return [g for g in (self.fast, self.slow, self.velocity,
+                            self.drift_mean, self.drift_variance)
                 if g is not None]
 
     def _set_array_groups(self, groups):
-        groups = list(groups) + [None] * (3 - len(groups))
-        self.fast, self.slow, self.velocity = groups[:3]
+        # Groups are saved in order and only once set: fast and slow come
+        # together, the velocity after them, the moments after the velocity
+        # (in 'coordinate' mode the moments start one phase after the EMAs).
+        groups = list(groups) + [None] * (5 - len(groups))
+        (self.fast, self.slow, self.velocity, self.drift_mean,
+         self.drift_variance) = groups[:5]

@@ -199,7 +199,29 @@ class LongWindowPredictor(DriftPredictor):
             predicted_loss=loss,
             loss_bounds=bounds,
             judge_from_start=self.judge_from_start,
+            required_gain=self._required_gain(state, ahead[:length]),
         )
+
+    def _required_gain(self, state, rates_ahead):
+        """`min_progress` times the relative loss decrease that training
+        the skipped steps would bring, from the log-linear trend of the
+        recent FULL losses (its slope per step, scaled by the skipped
+        steps' learning rates against the last phase's): a jump must be
+        worth that share of the steps it replaces. 0 while the loss does
+        not fall or without a trend."""
+        fraction = float(self.config.predictor.min_progress)
+        if fraction <= 0:
+            return 0.0
+        trend = state.log_loss_trend(2 * self.config.full_steps)
+        window = float(np.mean(self._window_rates)) if len(
+            self._window_rates) else 0.0
+        if trend is None or not window > 0:
+            return 0.0
+        slope = float(trend[0])  # log-loss change per step
+        if not np.isfinite(slope) or slope >= 0:
+            return 0.0
+        steps = float(np.sum(rates_ahead)) / window  # in last-phase steps
+        return fraction * float(-np.expm1(slope * steps))
 
     # ----------------------------------------------------------- state
     _STATE = ("acceptance", "log_loss_bias", "consistency", "agreement",
