@@ -373,8 +373,10 @@ class HybridConfig:
             `"per_step"` (the predicted per-step change applied on every
             step, with a forward loss check on each batch).
         validation_samples: batches used by the forward checks of a jump.
-        loss_tolerance: a jump is accepted only if its checked loss is at most
-            `(1 + loss_tolerance)` times the loss of the weights it replaces.
+        loss_tolerance: a jump is accepted if the lowest checked loss of its
+            scales is below `(1 + loss_tolerance)` times the loss of the
+            weights it replaces (0: it must lower the loss; a tolerance
+            trades a little loss for skipped steps).
         horizon_decay: factor applied to the horizon for each consecutive
             PREDICT phase (1.0: no penalty).
         horizon_policy: how PREDICT lengths are chosen: `"confidence"`

@@ -671,12 +671,13 @@ class HybridRunner(RecoveryMixin):
             return float(np.mean(host[:len(batches)])), ok
 
         base, _ = mean_loss()
-        best_loss, best = base, None
+        reference = base
         if getattr(self._outcome, "judge_from_start", False):
             # A jump must beat its own (denoised) starting point too, so
             # that denoising alone never counts as progress.
             self.trajectory.snapshots.restore(self._outcome.start)
-            best_loss = min(base, mean_loss()[0])
+            reference = min(base, mean_loss()[0])
+        best_loss, best = math.inf, None
         tried = []
         previous = None
         for scale in self.config.predictor.jump_scales:
@@ -695,11 +696,15 @@ class HybridRunner(RecoveryMixin):
             if previous is not None and not loss < previous:
                 break  # the losses stopped improving
             previous = loss
-        limit = base * (1.0 + self.config.loss_tolerance
-                        - getattr(self._outcome, "required_gain", 0.0))
+        tolerance = self.config.loss_tolerance
+        limit = min(
+            base * (1.0 + tolerance
+                    - getattr(self._outcome, "required_gain", 0.0)),
+            reference * (1.0 + tolerance),
+        )
         self._check_batches = []
         self.stats.add_overhead("predict", time.perf_counter() - start)
-        accepted = best is not None and best_loss <= limit
+        accepted = best is not None and best_loss < limit
         self.stats.jumps.append(
             {"step": self.controller.step, "base_loss": base, "tried": tried,
              "accepted_scale": best[0] if accepted else None}

@@ -138,6 +138,40 @@ def test_rejected_jump_restores_weights_exactly(classification_data):
     assert_same_weights(before, weights_of(model))
 
 
+@pytest.mark.parametrize("tolerance, accepted", [(0.0, False), (0.02, True)])
+def test_loss_tolerance_admits_a_slightly_worse_jump(
+    classification_data, tolerance, accepted,
+):
+    x, y = classification_data
+    model, runner = trained_runner(x, y, loss_tolerance=tolerance,
+                                   predictor={"jump_scales": [1.0]})
+    runner._restore_point = [keras.ops.copy(v.value)
+                             for v in model.trainable_variables]
+    start = float(keras.ops.convert_to_numpy(runner._restore_point[0])[0, 0])
+
+    class SlightlyWorse:
+        def targets(self, scale):
+            first = runner._restore_point[0] + scale * 1e-3
+            return [first] + list(runner._restore_point[1:])
+
+    def checked_loss(batch):
+        # 1.0 at the current weights, 1.01 at the jump's target.
+        first = model.trainable_variables[0].value
+        moved = float(keras.ops.convert_to_numpy(first)[0, 0]) - start
+        return keras.ops.convert_to_tensor(1.0 + 10.0 * round(moved, 6))
+
+    runner._outcome = SlightlyWorse()
+    runner.functions = dict(runner.functions, eval_loss=checked_loss)
+    batch = (keras.ops.convert_to_tensor(x[:32]),
+             keras.ops.convert_to_tensor(y[:32]))
+    runner._check_batches = [batch, batch]
+    runner._line_search()
+    jump = runner.stats.jumps[-1]
+    assert [round(loss, 4) for _, loss in jump["tried"]] == [1.01]
+    assert (jump["accepted_scale"] == 1.0) == accepted
+    assert (runner._abort == "forward_check") == (not accepted)
+
+
 def test_non_finite_prediction_never_reaches_the_weights(classification_data):
     x, y = classification_data
     model, runner = trained_runner(x, y)
