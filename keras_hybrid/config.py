@@ -689,7 +689,7 @@ _PRESETS = {
         "max_predict_steps": 160,
         "confidence_threshold": 0.5,
         "correction_interval": 0,
-        "loss_tolerance": 0.02,
+        "loss_tolerance": 0.0,
         "horizon_decay": 1.0,
         "predictor": {"refit_interval": 8},
     },
