@@ -101,7 +101,8 @@ def delta_agreement(predicted, new_mean, old_mean, distance):
         zero).
     """
     pa, pp, aa = ops.convert_to_numpy(_agreement_compiled(
-        list(predicted), list(new_mean), list(old_mean), _scalar(distance)
+        list(predicted), list(new_mean), list(old_mean),
+        scalar_tensor(distance),
     ))
     return _agreement_from_parts(pa, pp, aa)
 
@@ -192,7 +193,7 @@ class WeightTrajectory:
 
     def close_half(self):
         """Turns the sums so far into the first half's average."""
-        self.first_mean = self._close(_scalar(self.count))
+        self.first_mean = self._close(scalar_tensor(self.count))
         self.first_count = self.count
         self.count = 0
 
@@ -224,14 +225,15 @@ class WeightTrajectory:
         if previous is None:
             previous = self.first_mean
         if shadow is None:
-            shadow_values = (self.first_mean, self.first_mean, _scalar(1.0))
+            shadow_values = (self.first_mean, self.first_mean,
+                             scalar_tensor(1.0))
         else:
             per_step, old_mean, shadow_distance = shadow
             shadow_values = (list(per_step), list(old_mean),
-                             _scalar(shadow_distance))
+                             scalar_tensor(shadow_distance))
         (self.second_mean, self.drift), figures = self._finish(
-            _scalar(self.count), self.first_mean, _scalar(distance),
-            list(previous), shadow_values,
+            scalar_tensor(self.count), self.first_mean,
+            scalar_tensor(distance), list(previous), shadow_values,
         )
         self._zeroed = True
         figures = ops.convert_to_numpy(figures)
@@ -253,12 +255,12 @@ class WeightTrajectory:
         """Weights `steps_ahead` steps past the current position, along the
         drift, starting from the (denoised) second-half average."""
         return self._target(self.second_mean, self.drift,
-                            _scalar(self.lag + steps_ahead))
+                            scalar_tensor(self.lag + steps_ahead))
 
     def target_along(self, per_step, offset):
         """`second_mean + offset * per_step`, for any per-step change."""
         return self._target(self.second_mean, list(per_step),
-                            _scalar(offset))
+                            scalar_tensor(offset))
 
     def drift_consistency(self):
         """Cosine between the last two phases' drifts (`None` before two)."""
@@ -292,5 +294,7 @@ def _target(means, drift, offset):
     return [ops.add(m, ops.multiply(d, offset)) for m, d in zip(means, drift)]
 
 
-def _scalar(value):
+def scalar_tensor(value):
+    """`value` as a float32 scalar tensor (an argument of the compiled
+    phase-boundary functions)."""
     return ops.convert_to_tensor(float(value), dtype="float32")

@@ -59,6 +59,24 @@ def trained_runner(x, y, **config):
     return model, callback.runner
 
 
+def fit_long_window(predictor, **config):
+    """Two epochs of a hybrid fit with a long-window predictor (`predictor`:
+    its config; the agreement gate open) on a separable problem, with the
+    weights checked finite. Returns `(model, callback)`."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1024, 20)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+    model = compile_model(kh.HybridModel.wrap(build_mlp(0)),
+                          learning_rate=1e-3)
+    callback = kh.HybridPredictCallback(eager_config(
+        full_steps=10, predictor=dict({"min_agreement": -1.0}, **predictor),
+        **config,
+    ))
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[callback])
+    assert all(np.all(np.isfinite(np.asarray(w))) for w in model.weights)
+    return model, callback
+
+
 def weights_of(model):
     return [np.array(v) for v in model.weights]
 

@@ -4,7 +4,6 @@ on synthetic loss and weight trajectories."""
 
 import math
 
-import numpy as np
 import pytest
 
 import keras_hybrid as kh
@@ -77,19 +76,12 @@ def test_min_progress_is_validated():
 
 
 def _fit(min_progress):
-    from helpers import build_mlp, compile_model, eager_config
+    from helpers import fit_long_window
 
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(1024, 20)).astype("float32")
-    y = (x[:, 0] > 0).astype("int32")
-    model = compile_model(kh.HybridModel.wrap(build_mlp(0)),
-                          learning_rate=1e-3)
-    callback = kh.HybridPredictCallback(eager_config(
-        full_steps=10, loss_tolerance=0.0,
-        predictor={"type": "nesterov", "min_agreement": -1.0,
-                   "min_progress": min_progress}))
-    model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[callback])
-    assert all(np.all(np.isfinite(np.asarray(w))) for w in model.weights)
+    _, callback = fit_long_window(
+        {"type": "nesterov", "min_progress": min_progress},
+        loss_tolerance=0.0,
+    )
     return callback
 
 

@@ -37,9 +37,7 @@ def train_step(model, data):
         grads = [v.value.grad for v in variables]
         with torch.no_grad():
             norm = _global_norm(grads)
-            finite = torch.logical_and(
-                torch.isfinite(loss.detach()), torch.isfinite(norm)
-            )
+            finite = common.update_is_finite(loss.detach(), norm)
             _guarded_apply(model.optimizer, grads, variables, finite)
         logs[common.GRAD_NORM_KEY] = norm
     else:

@@ -41,6 +41,7 @@ from keras import ops
 
 from keras_hybrid.backends import compile_function
 from keras_hybrid.dynamics import long_window
+from keras_hybrid.trajectory import scalar_tensor
 
 SLOW_TIME_FACTOR = 4.0
 
@@ -82,10 +83,6 @@ def _shrink_impl(velocity, mean, variance, count):
 
 _moments = compile_function(_moments_impl)
 _shrink = compile_function(_shrink_impl)
-
-
-def _scalar(value):
-    return ops.convert_to_tensor(float(value), dtype="float32")
 
 
 class HoltPredictor(long_window.LongWindowPredictor):
@@ -184,7 +181,7 @@ class HoltPredictor(long_window.LongWindowPredictor):
             return
         self.drift_mean, self.drift_variance = _moments(
             list(self.drift_mean), list(self.drift_variance), list(drift),
-            _scalar(scale), _scalar(beta),
+            scalar_tensor(scale), scalar_tensor(beta),
         )
         self.moment_rate = float(beta)
 
@@ -207,7 +204,8 @@ class HoltPredictor(long_window.LongWindowPredictor):
             beta = self.moment_rate or 1.0
             count = (2.0 - beta) / beta
             direction = _shrink(list(self.velocity), list(self.drift_mean),
-                                list(self.drift_variance), _scalar(count))
+                                list(self.drift_variance),
+                                scalar_tensor(count))
             return position, direction, np.ones(len(direction))
         return position, self.velocity, self.shrinkage
 

@@ -23,6 +23,7 @@ from keras_hybrid.backends import compile_function
 from keras_hybrid.dynamics import schedule as lr_schedule
 from keras_hybrid.dynamics.base import PhaseOutcome
 from keras_hybrid.dynamics.drift import DriftPredictor
+from keras_hybrid.trajectory import scalar_tensor
 
 
 def _combine_impl(base, direction, coefficients):
@@ -63,7 +64,8 @@ def combine(base, direction, coefficients):
 
 def mix(a, b, weight_a, weight_b):
     """`weight_a * a[i] + weight_b * b[i]` for every tensor."""
-    return _mix(list(a), list(b), _scalar(weight_a), _scalar(weight_b))
+    return _mix(list(a), list(b), scalar_tensor(weight_a),
+                scalar_tensor(weight_b))
 
 
 def tensor_cosines(a, b):
@@ -81,10 +83,6 @@ def tensor_cosines(a, b):
     total = np.sqrt(parts[:, 1].sum() * parts[:, 2].sum())
     overall = float(parts[:, 0].sum() / total) if total > 0 else 0.0
     return per_tensor, overall
-
-
-def _scalar(value):
-    return ops.convert_to_tensor(float(value), dtype="float32")
 
 
 def horizon_units(rates_ahead, scale):
