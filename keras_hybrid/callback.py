@@ -106,6 +106,7 @@ class HybridPredictCallback(keras.callbacks.Callback):
             (self.runner.controller.step // interval + 1) * interval
             if interval and config.checkpoint.directory else None
         )
+        self.runner.after_call = self._after_call
         model._attach_runner(self.runner)
         self._interventions = InterventionLog(self._print)
         # A resumed run's events were reported by the run that made them.
@@ -171,7 +172,11 @@ class HybridPredictCallback(keras.callbacks.Callback):
             for key, value in hybrid_logs(self.runner).items():
                 self._epoch_logs.setdefault(key, []).append(value)
 
-    def on_train_batch_end(self, batch, logs=None):
+    def _after_call(self):
+        """Runs after every call of the train function (from the runner,
+        not `on_train_batch_end`: a callback that overrides that hook makes
+        Keras convert every step's logs to Python floats on the spot, a host
+        sync per step that stops JAX and PyTorch from dispatching ahead)."""
         self._report_interventions()
         runner = self.runner
         if (

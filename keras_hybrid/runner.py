@@ -103,6 +103,9 @@ class HybridRunner(RecoveryMixin):
         self._quiet_left = 0
         self._misses = 0
         self._window = 0
+        # Called after every call of the fit loop (the callback's periodic
+        # checkpoints and messages); `None`: nothing.
+        self.after_call = None
         if model.trainable_variables:
             self._setup()
 
@@ -169,7 +172,14 @@ class HybridRunner(RecoveryMixin):
 
     # ================================================================ step
     def run(self, iterator):
-        """Runs one call of the fit loop (`steps_per_execution` batches)."""
+        """Runs one call of the fit loop (`steps_per_execution` batches),
+        then `after_call`."""
+        logs = self._run(iterator)
+        if self.after_call is not None:
+            self.after_call()
+        return logs
+
+    def _run(self, iterator):
         if self.skip_batches > 0:
             return self._fast_forward(iterator)
         if self.pending_random_state is not None:
