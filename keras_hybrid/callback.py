@@ -188,7 +188,10 @@ class HybridPredictCallback(keras.callbacks.Callback):
             return
         ck = runner.config.checkpoint
         step = runner.controller.step
-        self.model.save_checkpoint(
+        # `runner.model`, not `self.model`: inside the train function, JAX's
+        # `self.model` would write the fit loop's previous (donated) state
+        # into the variables; the checkpoint syncs the runner's newest.
+        runner.model.save_checkpoint(
             checkpoint.step_path(ck.directory, step),
             include_predictor=ck.include_predictor,
         )
