@@ -61,11 +61,25 @@ class WeightWatch(keras.callbacks.Callback):
         self.reads.append(self.callback.runner.step_stats.host_reads)
 
 
+def _xla_options(xla):
+    """`compile()` options of a test's XLA variant (TensorFlow only: JAX
+    always compiles with XLA, and PyTorch's `jit_compile` is
+    `torch.compile`)."""
+    if not xla:
+        return {}
+    if not backend_is("tensorflow"):
+        pytest.skip("the XLA variant is TensorFlow's (JAX always uses XLA)")
+    return {"jit_compile": True}
+
+
+@pytest.mark.parametrize("xla", [False, True])
 @pytest.mark.parametrize("poisoned", [0, 5, 11])
-def test_nan_step_never_reaches_the_weights(classification_data, poisoned):
+def test_nan_step_never_reaches_the_weights(classification_data, poisoned,
+                                            xla):
     x, y = classification_data
     x, y = x[:12 * BATCH], y[:12 * BATCH]
-    model = compile_model(kh.HybridModel.wrap(build_mlp(0)))
+    model = compile_model(kh.HybridModel.wrap(build_mlp(0)),
+                          **_xla_options(xla))
     # Long phases and a long read interval: no statistics read during the
     # 12 steps, so only the compiled step can keep the NaN out.
     config = kh.HybridConfig(
@@ -85,11 +99,14 @@ def test_nan_step_never_reaches_the_weights(classification_data, poisoned):
     assert any("non_finite" in e["signal"] for e in events), events
 
 
-def test_refused_step_changes_nothing(classification_data):
+@pytest.mark.parametrize("xla", [False, True])
+def test_refused_step_changes_nothing(classification_data, xla):
     """A NaN batch leaves weights and optimizer slots bit for bit as they
-    were (only `iterations` advances)."""
+    were (only `iterations` advances), with and without XLA (TensorFlow
+    guards an XLA step with element-wise selects instead of a `cond`)."""
     x, y = classification_data
-    model = compile_model(kh.HybridModel.wrap(build_mlp(0)))
+    model = compile_model(kh.HybridModel.wrap(build_mlp(0)),
+                          **_xla_options(xla))
     model.fit(x[:64], y[:64], batch_size=BATCH, epochs=1, verbose=0,
               shuffle=False)
     before = [keras.ops.convert_to_numpy(v).copy()

@@ -51,7 +51,10 @@ def train_step(model, data):
         grads = tape.gradient(scaled, variables)
         norm = tf.linalg.global_norm([g for g in grads if g is not None])
         finite = _all_replicas(common.update_is_finite(unscaled, norm))
-        _guarded_apply(model.optimizer, grads, variables, finite)
+        if model.jit_compile and not tf.distribute.has_strategy():
+            _selected_apply(model.optimizer, grads, variables, finite)
+        else:
+            _guarded_apply(model.optimizer, grads, variables, finite)
         logs_stats[common.GRAD_NORM_KEY] = norm
     else:
         common.warn_no_trainable_weights()
@@ -72,6 +75,26 @@ def _all_replicas(finite):
         tf.distribute.ReduceOp.SUM, tf.cast(tf.logical_not(finite), "float32")
     )
     return tf.equal(bad, 0.0)
+
+
+def _selected_apply(optimizer, grads, variables, finite):
+    """`optimizer.apply_gradients` only where `finite`, for XLA: the
+    update always runs, then every variable it may change takes back its
+    previous value where `finite` is false (element-wise selects, which XLA
+    fuses into the update; a `tf.cond` there copies the whole optimizer
+    state). `optimizer.iterations` advances either way, as after a refused
+    step."""
+    if not optimizer.built:
+        # Its slots must exist (outside the compiled function) to be read.
+        with tf.init_scope():
+            optimizer.build(variables)
+    guarded = [v for v in list(variables) + list(optimizer.variables)
+               if v is not optimizer.iterations]
+    before = [tf.identity(v.value) for v in guarded]
+    with tf.control_dependencies(before):
+        optimizer.apply_gradients(zip(grads, variables))
+    for variable, old in zip(guarded, before):
+        variable.assign(tf.where(finite, variable.value, old))
 
 
 def _guarded_apply(optimizer, grads, variables, finite):
