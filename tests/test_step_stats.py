@@ -61,25 +61,31 @@ class WeightWatch(keras.callbacks.Callback):
         self.reads.append(self.callback.runner.step_stats.host_reads)
 
 
-def _xla_options(xla):
-    """`compile()` options of a test's XLA variant (TensorFlow only: JAX
-    always compiles with XLA, and PyTorch's `jit_compile` is
-    `torch.compile`)."""
-    if not xla:
+def _guard_options(guard, monkeypatch):
+    """`compile()` options that make the compiled step guard its update
+    with element-wise selects (`guard="select"`): TensorFlow does under
+    XLA, JAX where `keras_hybrid.backends.jax.GUARD` says so (on
+    accelerators by default). `"default"`: the backend's CPU default."""
+    if guard == "default":
         return {}
-    if not backend_is("tensorflow"):
-        pytest.skip("the XLA variant is TensorFlow's (JAX always uses XLA)")
-    return {"jit_compile": True}
+    if backend_is("tensorflow"):
+        return {"jit_compile": True}
+    if backend_is("jax"):
+        from keras_hybrid.backends import jax as jax_backend
+
+        monkeypatch.setattr(jax_backend, "GUARD", "select")
+        return {}
+    pytest.skip("PyTorch picks its guard by device (tested below)")
 
 
-@pytest.mark.parametrize("xla", [False, True])
+@pytest.mark.parametrize("guard", ["default", "select"])
 @pytest.mark.parametrize("poisoned", [0, 5, 11])
 def test_nan_step_never_reaches_the_weights(classification_data, poisoned,
-                                            xla):
+                                            guard, monkeypatch):
     x, y = classification_data
     x, y = x[:12 * BATCH], y[:12 * BATCH]
     model = compile_model(kh.HybridModel.wrap(build_mlp(0)),
-                          **_xla_options(xla))
+                          **_guard_options(guard, monkeypatch))
     # Long phases and a long read interval: no statistics read during the
     # 12 steps, so only the compiled step can keep the NaN out.
     config = kh.HybridConfig(
@@ -99,14 +105,15 @@ def test_nan_step_never_reaches_the_weights(classification_data, poisoned,
     assert any("non_finite" in e["signal"] for e in events), events
 
 
-@pytest.mark.parametrize("xla", [False, True])
-def test_refused_step_changes_nothing(classification_data, xla):
+@pytest.mark.parametrize("guard", ["default", "select"])
+def test_refused_step_changes_nothing(classification_data, guard,
+                                      monkeypatch):
     """A NaN batch leaves weights and optimizer slots bit for bit as they
-    were (only `iterations` advances), with and without XLA (TensorFlow
-    guards an XLA step with element-wise selects instead of a `cond`)."""
+    were (only `iterations` advances), with either guard (a conditional
+    update or element-wise selects)."""
     x, y = classification_data
     model = compile_model(kh.HybridModel.wrap(build_mlp(0)),
-                          **_xla_options(xla))
+                          **_guard_options(guard, monkeypatch))
     model.fit(x[:64], y[:64], batch_size=BATCH, epochs=1, verbose=0,
               shuffle=False)
     before = [keras.ops.convert_to_numpy(v).copy()
@@ -274,16 +281,25 @@ def test_line_search_stops_when_losses_stop_improving(classification_data):
 
 
 @pytest.mark.skipif(not backend_is("jax"), reason="JAX jaxprs")
-def test_jax_full_step_has_no_host_callback(classification_data):
+@pytest.mark.parametrize("guard", ["cond", "select"])
+def test_jax_full_step_has_no_host_callback(classification_data, guard,
+                                            monkeypatch):
     from keras_hybrid.backends import jax as jax_backend
 
+    monkeypatch.setattr(jax_backend, "GUARD", guard)
     x, y = classification_data
     model, _ = _fit(x[:256], y[:256])
     deltas = [np.zeros(v.shape, "float32") for v in model.trainable_variables]
     counts = jax_backend.primitive_counts(
         jax_backend.step_jaxpr(model, "full", deltas, (x[:32], y[:32]))
     )
-    assert counts["cond"] == 1  # the finite guard of the update
+    if guard == "cond":
+        assert counts["cond"] == 1  # the finite guard of the update
+    else:
+        # One select per weight and optimizer slot, no conditional.
+        assert counts.get("cond", 0) == 0, counts
+        assert counts["select_n"] >= 3 * len(model.trainable_variables)
+    assert not [p for p in counts if "callback" in p], counts
     assert not [p for p in counts if "callback" in p], counts
 
 

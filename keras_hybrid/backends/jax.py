@@ -40,7 +40,7 @@ def train_step(model, state, data):
     global gradient norm under the keys of `common.STAT_KEYS`.
 
     The update is applied only if the loss and every gradient are finite
-    (`lax.cond`, inside the compiled step): a refused step keeps the
+    (inside the compiled step; see `GUARD`): a refused step keeps the
     weights, the optimizer slots and the non-trainable state as they were
     and only advances the optimizer's iteration count.
     """
@@ -55,8 +55,44 @@ def train_step(model, state, data):
     norm = jnp.sqrt(
         sum(jnp.sum(jnp.square(g)) for g in grads if g is not None)
     )
+    finite = common.update_is_finite(unscaled_loss, norm)
     index = _iterations_index(model)
+    if _guard_kind() == "select":
+        trainable, non_trainable, optimizer_vars = _selected_update(
+            model, finite, grads, trainable, new_non_trainable,
+            non_trainable, optimizer_vars, index,
+        )
+    else:
+        trainable, non_trainable, optimizer_vars = _conditional_update(
+            model, finite, grads, trainable, new_non_trainable,
+            non_trainable, optimizer_vars, index,
+        )
+    logs, metrics_vars = model._update_metrics_variables(
+        metrics_vars, unscaled_loss, x, y, y_pred, sample_weight
+    )
+    logs = dict(logs)
+    logs[common.LOSS_KEY] = unscaled_loss
+    logs[common.GRAD_NORM_KEY] = norm
+    return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)
 
+
+# How the compiled FULL step refuses a non-finite update: "cond" (a
+# `lax.cond` around the update: cheapest on a CPU, where the predicate is
+# local), "select" (the update always runs, then element-wise selects keep
+# the old values; XLA fuses them into the update, and an accelerator never
+# waits for the predicate on the host, as its conditional does) or "auto"
+# (select on accelerators, cond on the CPU). Both give the same values.
+GUARD = "auto"
+
+
+def _guard_kind():
+    if GUARD != "auto":
+        return GUARD
+    return "cond" if jax.default_backend() == "cpu" else "select"
+
+
+def _conditional_update(model, finite, grads, trainable, new_non_trainable,
+                        non_trainable, optimizer_vars, index):
     def apply(operands):
         trainable, optimizer_vars, _ = operands
         trainable, optimizer_vars = model.optimizer.stateless_apply(
@@ -71,18 +107,27 @@ def train_step(model, state, data):
         return list(trainable), optimizer_vars, list(non_trainable)
 
     trainable, optimizer_vars, non_trainable = jax.lax.cond(
-        common.update_is_finite(unscaled_loss, norm),
-        apply,
-        refuse,
+        finite, apply, refuse,
         (list(trainable), list(optimizer_vars), list(non_trainable)),
     )
-    logs, metrics_vars = model._update_metrics_variables(
-        metrics_vars, unscaled_loss, x, y, y_pred, sample_weight
+    return trainable, non_trainable, optimizer_vars
+
+
+def _selected_update(model, finite, grads, trainable, new_non_trainable,
+                     non_trainable, optimizer_vars, index):
+    new_trainable, new_optimizer_vars = model.optimizer.stateless_apply(
+        optimizer_vars, grads, trainable
     )
-    logs = dict(logs)
-    logs[common.LOSS_KEY] = unscaled_loss
-    logs[common.GRAD_NORM_KEY] = norm
-    return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)
+
+    def keep(new, old):
+        return [jnp.where(finite, a, b) for a, b in zip(new, old)]
+
+    old_optimizer_vars = list(optimizer_vars)
+    optimizer_vars = keep(new_optimizer_vars, old_optimizer_vars)
+    # The iteration count advances either way (the batch was seen).
+    optimizer_vars[index] = old_optimizer_vars[index] + 1
+    return (keep(new_trainable, trainable),
+            keep(new_non_trainable, non_trainable), optimizer_vars)
 
 
 def predict_step(model, iterations_index, state, deltas, data):
