@@ -13,6 +13,7 @@ keras-hybrid report PATH/report.json [--out PATH.png]
 keras-hybrid overhead [--task NAME|all] [--config PRESET|PATH] [--quick]
                       [--out DIR] [--backend tensorflow|jax|torch]
                       [--repetitions N] [--steps N]
+                      [--jit-compile auto|true|false]
 ```
 
 Also `python -m keras_hybrid.cli bench ...`.
@@ -126,6 +127,11 @@ def build_parser():
     overhead.add_argument("--steps", type=_positive_int, default=None,
                           help="timed steps per repetition (default: 200; "
                           "60 with --quick)")
+    overhead.add_argument(
+        "--jit-compile", choices=("auto", "true", "false"), default="auto",
+        help="compile() jit_compile of both arms (XLA on TensorFlow and "
+        "JAX; default: auto, Keras' choice: no XLA on a TensorFlow CPU)",
+    )
     overhead.set_defaults(command_parser=overhead)
     report = commands.add_parser(
         "report",
@@ -281,8 +287,12 @@ def resolve_overhead_args(parser, args):
         HybridConfig.resolve(args.config)
     except ValueError as e:
         parser.error(f"invalid --config: {e}")
+    jit_compile = {"auto": "auto", "true": True, "false": False}[
+        args.jit_compile
+    ]
     return {**common, "config": args.config,
-            "repetitions": args.repetitions, "steps": args.steps}
+            "repetitions": args.repetitions, "steps": args.steps,
+            "jit_compile": jit_compile}
 
 
 def _resolve_common_args(parser, args):

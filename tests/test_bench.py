@@ -505,14 +505,24 @@ def test_overhead_command_measures_each_task(tmp_path, capsys):
          "--out", str(tmp_path)]))
     assert kwargs == {"tasks": "mnist1d-mlp", "quick": True,
                       "out_dir": str(tmp_path), "backend": None,
-                      "config": "balanced", "repetitions": 2, "steps": 5}
+                      "config": "balanced", "repetitions": 2, "steps": 5,
+                      "jit_compile": "auto"}
+    xla = cli.resolve_overhead_args(parser, parser.parse_args(
+        ["overhead", "--jit-compile", "true"]))
+    assert xla["jit_compile"] is True
+    with pytest.raises(SystemExit):
+        parser.parse_args(["overhead", "--jit-compile", "yes"])
     result = run_overhead([TinyTask()], config=TINY_CONFIG,
-                          out_dir=str(tmp_path), repetitions=1, steps=3)
+                          out_dir=str(tmp_path), repetitions=1, steps=3,
+                          jit_compile=True)
     data = _strict_json(tmp_path / "overhead.json")
-    assert data["kind"] == "overhead"
+    assert data["kind"] == "overhead" and data["jit_compile"] is True
     entry = data["tasks"]["tiny"]
     assert entry == result["tasks"]["tiny"]
     assert entry["repetitions"] == 1 and entry["steps"] == 3
-    assert "[tiny]" in capsys.readouterr().out
+    # Both arms were compiled with XLA.
+    assert entry["jit_compile"] is True
+    out = capsys.readouterr().out
+    assert "[tiny]" in out and "XLA" in out
     with pytest.raises(ValueError, match="repetitions"):
         run_overhead([TinyTask()], repetitions=0, out_dir=str(tmp_path))

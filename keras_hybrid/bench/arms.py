@@ -50,12 +50,13 @@ def resolve_task(spec):
     return task
 
 
-def compile_model(model, task, learning_rate):
+def compile_model(model, task, learning_rate, jit_compile="auto"):
     """Compiles `model` with the task's optimizer, loss and metrics."""
     model.compile(
         optimizer=task.make_optimizer(learning_rate),
         loss=task.loss,
         metrics=list(task.metrics or []),
+        jit_compile=jit_compile,
     )
     return model
 

@@ -116,7 +116,8 @@ def measure_fit_overhead(spec):
     Args:
         spec: an arm spec with `task`, `seed`, `config` (a config dict; its
             `enable_prediction` is set to False), optional `repetitions`
-            (3) and `steps` (timed steps per repetition; 200, 60 quick).
+            (3), `steps` (timed steps per repetition; 200, 60 quick) and
+            `jit_compile` (`compile()`'s, for both arms; `"auto"`).
 
     Returns:
         `summarize()`'s dict plus `steps`, `window_start`, `repetitions`,
@@ -139,11 +140,13 @@ def measure_fit_overhead(spec):
     x = np.concatenate([task.x_train] * reps)[:count]
     y = np.concatenate([task.y_train] * reps)[:count]
 
+    jit_compile = spec.get("jit_compile", "auto")
     keras.utils.set_random_seed(seed)
-    plain = compile_model(task.build_model(seed), task, task.learning_rate)
+    plain = compile_model(task.build_model(seed), task, task.learning_rate,
+                          jit_compile=jit_compile)
     keras.utils.set_random_seed(seed)
     hybrid = kh.HybridModel.wrap(task.build_model(seed))
-    compile_model(hybrid, task, task.learning_rate)
+    compile_model(hybrid, task, task.learning_rate, jit_compile=jit_compile)
 
     def timed(model, with_hybrid):
         clock = WindowClock(start)
@@ -174,6 +177,7 @@ def measure_fit_overhead(spec):
         "window_start": start,
         "repetitions": repetitions,
         "batch_size": batch,
+        "jit_compile": bool(plain.jit_compile),
         "backend": keras.backend.backend(),
         "seed": seed,
     }
@@ -183,7 +187,7 @@ def format_fit_overhead(result):
     """One line for the printed table."""
     return (
         "fit() overhead, prediction disabled (hybrid / plain wall-clock over "
-        f"{result['steps']} steps, {result['repetitions']} alternated "
+        f"{result['steps']} steps{', XLA' if result.get('jit_compile') else ''}, {result['repetitions']} alternated "
         f"repetitions): {result['ratio_of_min']:.3f} of the minima; per pair "
         f"median {result['ratio_median']:.3f} "
         f"[{result['ratio_min']:.3f}-{result['ratio_max']:.3f}]"

@@ -18,7 +18,7 @@ from keras_hybrid.report import clean_json
 
 def run_overhead(tasks, config="balanced", quick=False, out_dir="overhead_out",
                  backend=None, repetitions=overhead.DEFAULT_REPETITIONS,
-                 steps=None, progress=True):
+                 steps=None, progress=True, jit_compile="auto"):
     """Measures plain `fit()` against the hybrid with prediction disabled
     for each task; writes `overhead.json`.
 
@@ -32,6 +32,8 @@ def run_overhead(tasks, config="balanced", quick=False, out_dir="overhead_out",
         repetitions: alternated repetitions per task (at least 1).
         steps: timed steps per repetition (`None`: 200, 60 with `quick`).
         progress: print a line per task.
+        jit_compile: `compile()`'s `jit_compile` for both arms (`"auto"`,
+            True or False).
 
     Returns:
         The `overhead.json` content as a dict.
@@ -53,13 +55,14 @@ def run_overhead(tasks, config="balanced", quick=False, out_dir="overhead_out",
         "backend": backend or os.environ.get("KERAS_BACKEND", "tensorflow"),
         "config": base.to_dict(),
         "quick": bool(quick),
+        "jit_compile": jit_compile,
         "tasks": {},
     }
     start = time.perf_counter()
     for task, payload in task_list:
         spec = {"task": payload, "quick": bool(quick), "seed": 0,
                 "config": base.to_dict(), "repetitions": repetitions,
-                "steps": steps}
+                "steps": steps, "jit_compile": jit_compile}
         entry = harness._run_isolated("measure_fit_overhead", spec, backend,
                                       f"[{task.name}] fit overhead")
         result["tasks"][task.name] = entry
