@@ -373,6 +373,15 @@ class HybridConfig:
             `"per_step"` (the predicted per-step change applied on every
             step, with a forward loss check on each batch).
         validation_samples: batches used by the forward checks of a jump.
+        train_check_batches: the batches a jump's forward checks consumed
+            are trained on after an accepted jump too (from the jumped
+            weights, at the end of the PREDICT phase), not only after a
+            rejection: a jump then skips no data, only the backward passes
+            of the phase's batches after the checks. With it,
+            `min_predict_steps` may equal `validation_samples` (every batch
+            gets its backward pass: outer steps that skip nothing, as in
+            SNOO); without it (default), the checked batches of an accepted
+            jump are skipped like the rest of the phase.
         loss_tolerance: a jump is accepted if the lowest checked loss of its
             scales is below `(1 + loss_tolerance)` times the loss of the
             weights it replaces (0: it must lower the loss; a tolerance
@@ -429,6 +438,7 @@ class HybridConfig:
     correct_steps: int = 2
     predict_mode: str = "jump"
     validation_samples: int = 4
+    train_check_batches: bool = False
     loss_tolerance: float = 0.0
     horizon_decay: float = 0.9
     horizon_policy: str = "confidence"
@@ -482,13 +492,24 @@ class HybridConfig:
         _check_int("", "correct_steps", self.correct_steps, 1)
         _check_choice("", "predict_mode", self.predict_mode, PREDICT_MODES)
         _check_int("", "validation_samples", self.validation_samples, 1)
-        if (
+        _check_bool("", "train_check_batches", self.train_check_batches)
+        if self.predict_mode == "jump" and self.train_check_batches:
+            if self.validation_samples > self.min_predict_steps:
+                raise ValueError(
+                    "`validation_samples` must be <= `min_predict_steps` in "
+                    "jump mode with `train_check_batches` (the checks run "
+                    "on the phase's first batches). "
+                    f"Received: validation_samples={self.validation_samples}"
+                    f", min_predict_steps={self.min_predict_steps}"
+                )
+        elif (
             self.predict_mode == "jump"
             and self.validation_samples >= self.min_predict_steps
         ):
             raise ValueError(
                 "`validation_samples` must be < `min_predict_steps` in jump "
-                "mode (the checks run on the phase's first batches). "
+                "mode (the checks run on the phase's first batches; "
+                "`train_check_batches=True` allows equal). "
                 f"Received: validation_samples={self.validation_samples}, "
                 f"min_predict_steps={self.min_predict_steps}"
             )

@@ -86,6 +86,9 @@ class HybridRunner(RecoveryMixin):
         self._restore_point = None
         self._check_batches = []
         self._rejected_batches = []
+        # The check batches of an accepted jump, trained on at the end of
+        # its PREDICT phase (`HybridConfig.train_check_batches`).
+        self._accepted_batches = []
         self._abort = None
         self._loss_limit = None
         self._phase_losses = []
@@ -344,6 +347,7 @@ class HybridRunner(RecoveryMixin):
         device are saved as they are)."""
         return (
             not self._check_batches
+            and not self._accepted_batches
             and self.skip_batches <= 0
         )
 
@@ -724,6 +728,8 @@ class HybridRunner(RecoveryMixin):
         self._predict_start.restore(self._restore_point)
         if accepted:
             self.trajectory.snapshots.restore(best[1])
+            if self.config.train_check_batches:
+                self._accepted_batches = batches
             return
         self._rejected_batches = batches
         self._abort = "forward_check"
@@ -731,12 +737,16 @@ class HybridRunner(RecoveryMixin):
     def _end_predict(self, success, reason):
         c = self.controller
         # A rejected jump costs time, not data: the batches it consumed for
-        # its checks are trained on once the weights are restored.
-        retrain = []
-        if not success:
+        # its checks are trained on once the weights are restored. With
+        # `train_check_batches`, an accepted jump's are trained on too,
+        # from the jumped weights.
+        if success:
+            retrain = self._accepted_batches
+        else:
             retrain = self._rejected_batches or self._check_batches
-            self._pending_iterations -= len(retrain)
+        self._pending_iterations -= len(retrain)
         self._rejected_batches = []
+        self._accepted_batches = []
         self._check_batches = []
         self.flush_iterations()
         self._abort = None
@@ -747,6 +757,8 @@ class HybridRunner(RecoveryMixin):
             c.record_prediction(True)
             self._awaiting_correct_loss = self.predicted_loss is not None
             c.transition(Phase.CORRECT, outcome="completed")
+            if retrain:
+                self._train_batches(retrain)
         else:
             self._predict_start.restore(self._restore_point)
             self.stats.predictions_rejected += 1

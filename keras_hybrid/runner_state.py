@@ -46,11 +46,12 @@ def _numpy(values):
 
 def runner_state(runner):
     """Returns `(json_state, arrays)` of a runner at a step boundary."""
-    if runner._check_batches:
+    if runner._check_batches or runner._accepted_batches:
         raise UnsafeCheckpointError(
             "Cannot checkpoint during the forward checks of a predicted "
-            f"jump (step {runner.controller.step}); the next step boundary "
-            "after the checks is safe."
+            "jump or while it holds its checked batches "
+            f"for training (`train_check_batches`; step "
+            f"{runner.controller.step}); a later step boundary is safe."
         )
     json_state = {
         "controller": object_state(runner.controller, CONTROLLER),
