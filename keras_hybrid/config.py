@@ -19,7 +19,9 @@ CALIBRATION_METHODS = ("temperature", "binning")
 SHRINKAGE_MODES = ("tensor", "coordinate")
 HORIZON_POLICIES = ("confidence", "ucb1", "linucb")
 PREDICT_MODES = ("jump", "per_step")
-PRESET_NAMES = ("default", "conservative", "balanced", "aggressive")
+PRESET_NAMES = (
+    "default", "conservative", "balanced", "aggressive", "outer",
+)
 
 
 def _check_int(owner, name, value, low=None, high=None):
@@ -623,7 +625,7 @@ class HybridConfig:
 
         Args:
             name: one of `"default"`, `"conservative"`, `"balanced"`,
-                `"aggressive"`.
+                `"aggressive"`, `"outer"`.
         """
         if name not in PRESET_NAMES:
             raise ValueError(
@@ -713,5 +715,30 @@ _PRESETS = {
         "loss_tolerance": 0.0,
         "horizon_decay": 1.0,
         "predictor": {"refit_interval": 8},
+    },
+    # Outer Nesterov steps that skip no batch (as in SNOO): after every
+    # 15-step FULL phase whose drift agrees with the momentum, one jump of
+    # two phases' worth of drift, checked on 2 batches (recorded, not
+    # required to improve), which are then trained on from the jumped
+    # weights. Every batch gets its backward pass; the gain is reaching a
+    # loss sooner.
+    "outer": {
+        "warmup_steps": 60,
+        "full_steps": 15,
+        "max_predict_steps": 2,
+        "min_predict_steps": 2,
+        "confidence_threshold": 0.0,
+        "correction_interval": 15,
+        "validation_samples": 2,
+        "train_check_batches": True,
+        "loss_tolerance": 1.0,
+        "divergence": {"check_interval_steps": 1},
+        "predictor": {
+            "type": "nesterov",
+            "jump_scales": [7.5],
+            "refit_interval": 4,
+            "outer_learning_rate": 2.0,
+            "min_agreement": 0.3,
+        },
     },
 }

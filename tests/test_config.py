@@ -127,7 +127,7 @@ def test_wrong_preset_name_suggests_the_closest(name, closest):
             build(name)
         message = str(info.value)
         assert f"Did you mean the preset {closest!r}?" in message
-        assert "['default', 'conservative', 'balanced', 'aggressive']" in (
+        assert "['default', 'conservative', 'balanced', 'aggressive', 'outer']" in (
             message
         )
 
