@@ -181,7 +181,6 @@ class HybridPredictCallback(keras.callbacks.Callback):
         runner = self.runner
         if (
             self._next_save is None
-            or runner is None
             or runner.controller.step < self._next_save
             or not runner.safe_to_checkpoint
         ):

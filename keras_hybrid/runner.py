@@ -345,11 +345,14 @@ class HybridRunner(RecoveryMixin):
         """Whether the state can be saved exactly now (not inside a jump's
         forward checks, not while fast-forwarding; statistics still on the
         device are saved as they are)."""
-        return (
-            not self._check_batches
-            and not self._accepted_batches
-            and self.skip_batches <= 0
-        )
+        return not self.holds_check_batches and self.skip_batches <= 0
+
+    @property
+    def holds_check_batches(self):
+        """Whether a jump's check batches are held in memory (during its
+        forward checks, or accepted and waiting to be trained on): the
+        state cannot be checkpointed then."""
+        return bool(self._check_batches or self._accepted_batches)
 
     def position(self):
         """`(epoch, batch_in_epoch)` of the next batch to train on."""

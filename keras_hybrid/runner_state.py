@@ -46,7 +46,7 @@ def _numpy(values):
 
 def runner_state(runner):
     """Returns `(json_state, arrays)` of a runner at a step boundary."""
-    if runner._check_batches or runner._accepted_batches:
+    if runner.holds_check_batches:
         raise UnsafeCheckpointError(
             "Cannot checkpoint during the forward checks of a predicted "
             "jump or while it holds its checked batches "

@@ -300,7 +300,6 @@ def test_jax_full_step_has_no_host_callback(classification_data, guard,
         assert counts.get("cond", 0) == 0, counts
         assert counts["select_n"] >= 3 * len(model.trainable_variables)
     assert not [p for p in counts if "callback" in p], counts
-    assert not [p for p in counts if "callback" in p], counts
 
 
 @pytest.mark.skipif(not backend_is("torch"), reason="PyTorch device path")

@@ -187,7 +187,9 @@ def format_fit_overhead(result):
     """One line for the printed table."""
     return (
         "fit() overhead, prediction disabled (hybrid / plain wall-clock over "
-        f"{result['steps']} steps{', XLA' if result.get('jit_compile') else ''}, {result['repetitions']} alternated "
+        f"{result['steps']} steps"
+        + (", XLA" if result.get("jit_compile") else "")
+        + f", {result['repetitions']} alternated "
         f"repetitions): {result['ratio_of_min']:.3f} of the minima; per pair "
         f"median {result['ratio_median']:.3f} "
         f"[{result['ratio_min']:.3f}-{result['ratio_max']:.3f}]"
