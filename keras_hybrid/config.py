@@ -16,7 +16,7 @@ import yaml
 PREDICTOR_TYPES = ("drift", "linear", "mlp", "rssm", "nesterov", "holt")
 BASIS_METHODS = ("pca", "power", "dmd")
 CALIBRATION_METHODS = ("temperature", "binning")
-SHRINKAGE_MODES = ("tensor", "coordinate")
+SHRINKAGE_MODES = ("tensor", "coordinate", "none")
 HORIZON_POLICIES = ("confidence", "ucb1", "linucb")
 PREDICT_MODES = ("jump", "per_step")
 PRESET_NAMES = (
@@ -133,9 +133,11 @@ class PredictorConfig:
             learning rate rises (warmup) or once the rate at the end of the
             jump falls below this fraction of the largest rate seen (a
             schedule's cooldown), in [0, 1).
-        shrinkage: how `"holt"` shrinks its velocity before a jump:
-            `"tensor"` (one factor per tensor: the cosine between the last
-            phase's drift and the velocity, clipped to [0, 1]) or
+        shrinkage: how `"holt"` and `"nesterov"` shrink their velocity
+            before a jump: `"tensor"` (one factor per tensor: the cosine
+            between the last phase's drift and the velocity (`"holt"`) or
+            the momentum buffer (`"nesterov"`), clipped to [0, 1]), `"none"`,
+            or, for `"holt"` only,
             `"coordinate"` (one factor per weight, the positive-part
             James-Stein factor `max(0, 1 - (s2 / n) / mu^2)` of that
             weight's phase drifts, from their exponential mean `mu` and
@@ -218,6 +220,13 @@ class PredictorConfig:
         _check_number(o, "min_lr_fraction", self.min_lr_fraction, 0.0)
         _check_range(o, "min_lr_fraction", self.min_lr_fraction, None, 0.999)
         _check_choice(o, "shrinkage", self.shrinkage, SHRINKAGE_MODES)
+        if self.type == "nesterov" and self.shrinkage == "coordinate":
+            raise ValueError(
+                "`predictor.shrinkage='coordinate'` is for `type='holt'`; "
+                "`'nesterov'` takes `'tensor'` or `'none'`. Received: "
+                f"predictor.type={self.type!r}, "
+                f"predictor.shrinkage={self.shrinkage!r}"
+            )
         _check_number(o, "min_progress", self.min_progress, 0.0, 2.0)
 
 
@@ -384,6 +393,12 @@ class HybridConfig:
             gets its backward pass: outer steps that skip nothing, as in
             SNOO); without it (default), the checked batches of an accepted
             jump are skipped like the rest of the phase.
+        check_jumps: whether a jump is judged by forward checks (jump
+            mode). With `False` it is applied at the first of
+            `predictor.jump_scales` unless it is non-finite, and its
+            `validation_samples` batches are only held back (trained on
+            after it with `train_check_batches`): outer steps that cost no
+            forward pass, for estimators whose check would only record.
         loss_tolerance: a jump is accepted if the lowest checked loss of its
             scales is below `(1 + loss_tolerance)` times the loss of the
             weights it replaces (0: it must lower the loss; a tolerance
@@ -441,6 +456,7 @@ class HybridConfig:
     predict_mode: str = "jump"
     validation_samples: int = 4
     train_check_batches: bool = False
+    check_jumps: bool = True
     loss_tolerance: float = 0.0
     horizon_decay: float = 0.9
     horizon_policy: str = "confidence"
@@ -495,6 +511,7 @@ class HybridConfig:
         _check_choice("", "predict_mode", self.predict_mode, PREDICT_MODES)
         _check_int("", "validation_samples", self.validation_samples, 1)
         _check_bool("", "train_check_batches", self.train_check_batches)
+        _check_bool("", "check_jumps", self.check_jumps)
         if self.predict_mode == "jump" and self.train_check_batches:
             if self.validation_samples > self.min_predict_steps:
                 raise ValueError(
@@ -739,6 +756,7 @@ _PRESETS = {
             "refit_interval": 4,
             "outer_learning_rate": 2.0,
             "min_agreement": 0.3,
+            "shrinkage": "none",
         },
     },
 }

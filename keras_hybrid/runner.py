@@ -676,6 +676,10 @@ class HybridRunner(RecoveryMixin):
         start = time.perf_counter()
         self.backend.sync(self.model)
         batches = self._check_batches
+        if not self.config.check_jumps:
+            self._unchecked_jump(batches)
+            self.stats.add_overhead("predict", time.perf_counter() - start)
+            return
         evaluate = self.functions["eval_loss"]
 
         def mean_loss(finite=None):
@@ -734,6 +738,27 @@ class HybridRunner(RecoveryMixin):
             if self.config.train_check_batches:
                 self._accepted_batches = batches
             return
+        self._rejected_batches = batches
+        self._abort = "forward_check"
+
+    def _unchecked_jump(self, batches):
+        """`check_jumps=False`: applies the jump at its first scale with no
+        forward check (one host transfer: whether it is finite)."""
+        scale = self.config.predictor.jump_scales[0]
+        candidate = self._outcome.targets(scale)
+        finite = bool(to_host([finite_flag(candidate)])[0])
+        self._check_batches = []
+        self.stats.jumps.append(
+            {"step": self.controller.step, "base_loss": None, "tried": [],
+             "accepted_scale": scale if finite else None}
+        )
+        if finite:
+            self.trajectory.snapshots.restore(candidate)
+            if self.config.train_check_batches:
+                self._accepted_batches = batches
+            return
+        self.stats.event(self.controller.step, "non_finite_prediction",
+                         "rejected_before_apply")
         self._rejected_batches = batches
         self._abort = "forward_check"
 

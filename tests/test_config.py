@@ -67,6 +67,8 @@ def test_yaml_preset_key_overrides(tmp_path):
         ({"predictor": {"outer_learning_rate": 0.0}}, "`predictor.outer_learning_rate` must be > 0.0"),
         ({"predictor": {"min_agreement": 1.5}}, "`predictor.min_agreement` must be <= 1.0"),
         ({"predictor": {"min_lr_fraction": -0.1}}, "`predictor.min_lr_fraction` must be >= 0.0"),
+        ({"predictor": {"shrinkage": "global"}}, "`predictor.shrinkage` must be one of ['tensor', 'coordinate', 'none']"),
+        ({"predictor": {"type": "nesterov", "shrinkage": "coordinate"}}, "`'nesterov'` takes `'tensor'` or `'none'`"),
         ({"predictor": {"dropout": -0.1}}, "`predictor.dropout` must be >= 0.0"),
         ({"predictor": {"jump_scales": []}}, "`predictor.jump_scales` must not be empty"),
         ({"predictor": {"refit_interval": 0}}, "`predictor.refit_interval` must be >= 1. Received: refit_interval=0"),

@@ -71,6 +71,19 @@ def _run(predictor, trajectory, weight_at, phases, start=0):
     return t
 
 
+def _run_scheduled(predictor, trajectory, optimizer, weight_at, phases,
+                   start=0):
+    """`_run` with the optimizer's step counter moved along (so that the
+    predictor reads its schedule's learning rates)."""
+    t = start
+    for _ in range(phases):
+        trajectory.phase([weight_at(s) for s in range(t + 1, t + L + 1)])
+        t += L
+        optimizer.iterations.assign(t)
+        predictor.update_from_observation(None, None, [])
+    return t
+
+
 def _linear(velocity, noise, seed=0):
     rng = np.random.default_rng(seed)
     w0 = [rng.normal(size=s).astype("float32") for s in SIZES]
@@ -188,6 +201,31 @@ def test_nesterov_gate_closes_for_a_random_walk():
     assert not nesterov.ready()
 
 
+@pytest.mark.parametrize("shrinkage", ["tensor", "none"])
+def test_nesterov_shrinks_a_random_walk_per_tensor(shrinkage):
+    # With the gate open, `shrinkage='tensor'` still scales each tensor's
+    # jump by its drift's agreement with the buffer: about 0 for a random
+    # walk, about 1 for a steady drift.
+    config = _config("nesterov", min_agreement=-1.0, shrinkage=shrinkage,
+                     momentum=0.5, outer_learning_rate=2.0)
+    trajectory = SyntheticTrajectory()
+    walk = NesterovPredictor(config, trajectory)
+    _run(walk, trajectory, _random_walk(0.05), phases=8)
+    assert walk.ready()
+    coefficients = walk._jump_parts()[2]
+    trajectory = SyntheticTrajectory()
+    steady = NesterovPredictor(config, trajectory)
+    _run(steady, trajectory, _linear(_velocity(), noise=0.001)[0], phases=8)
+    full = steady._jump_parts()[2]
+    if shrinkage == "none":
+        np.testing.assert_allclose(coefficients, 1.0)
+        np.testing.assert_allclose(full, 1.0)
+    else:
+        assert coefficients.shape == (len(SIZES),)
+        assert np.all(coefficients < 0.25)
+        assert np.all(full > 0.95)
+
+
 def _optimizer(schedule, step):
     optimizer = keras.optimizers.SGD(learning_rate=schedule)
     optimizer.iterations.assign(step)
@@ -226,6 +264,30 @@ def test_jump_allowed_not_in_warmup_nor_cooldown():
     assert not allowed(980)  # late cooldown
 
 
+def test_nesterov_forgets_the_warmup():
+    # Phases measured while the rate rises feed no momentum: the buffer
+    # starts with the first phase after the warmup.
+    schedule = WarmupDecay(1.0, total_steps=2000, warmup_steps=3 * L,
+                           decay="constant")
+    velocity = _velocity()
+    weight_at, _ = _linear(velocity, noise=0.0)
+    trajectory = SyntheticTrajectory()
+    optimizer = _optimizer(schedule, 0)
+    nesterov = NesterovPredictor(_config("nesterov", min_lr_fraction=0.0),
+                                 trajectory, optimizer)
+    for phase in range(5):
+        _run_scheduled(nesterov, trajectory, optimizer, weight_at, 1,
+                       start=phase * L)
+        if phase < 3:  # the rate rose within each of these phases
+            assert nesterov.momentum_buffer is None
+            assert not nesterov.ready()
+    # Two phases at the peak rate 1: b = mu * s + s, and the gate is open.
+    assert _rel(_arrays(nesterov.momentum_buffer),
+                [1.5 * v for v in velocity]) < 1e-4
+    assert nesterov.agreement == pytest.approx(1.0, abs=1e-4)
+    assert nesterov.ready()
+
+
 def test_holt_scales_its_jump_by_the_schedule():
     # A trajectory linear in learning-rate time under a linear decay: the
     # jump must follow the learning rates ahead, not the steps ahead.
@@ -244,12 +306,7 @@ def test_holt_scales_its_jump_by_the_schedule():
     optimizer = _optimizer(schedule, 0)
     holt = HoltPredictor(_config("holt", min_lr_fraction=0.0), trajectory,
                          optimizer)
-    t = 0
-    for _ in range(15):
-        trajectory.phase([weight_at(s) for s in range(t + 1, t + L + 1)])
-        t += L
-        optimizer.iterations.assign(t)
-        holt.update_from_observation(None, None, [])
+    t = _run_scheduled(holt, trajectory, optimizer, weight_at, 15)
     assert holt.ready()
     outcome = holt.predict_phase_outcome(TrainingState(), 100)
     now = weight_at(t)

@@ -64,6 +64,17 @@ def _same_objects(a, b):
     return len(a) == len(b) and all(x is y for x, y in zip(a, b))
 
 
+def _assert_trained_after(accepted, trainings):
+    """Each accepted jump's check batches were trained on right after it,
+    from the jumped weights (in the CORRECT phase that follows)."""
+    after = [t for t in trainings if t["phase"] == Phase.CORRECT]
+    assert len(after) == len(accepted)
+    for search, training in zip(accepted, after):
+        assert _same_objects(training["batches"], search["batches"])
+        for a, b in zip(search["weights"], training["weights"]):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_accepted_jumps_skip_nothing(monkeypatch):
     model, runner, summary, searches, trainings = _fit(
         monkeypatch, train_check_batches=True, min_predict_steps=2,
@@ -77,14 +88,7 @@ def test_accepted_jumps_skip_nothing(monkeypatch):
     assert summary["backward_passes"] == steps
     assert runner.stats.backward_reduction() == 0.0
     assert int(model.optimizer.iterations.numpy()) == steps
-    # Each accepted jump's check batches were trained on right after it,
-    # from the jumped weights (in the CORRECT phase that follows).
-    after = [t for t in trainings if t["phase"] == Phase.CORRECT]
-    assert len(after) == len(accepted)
-    for search, training in zip(accepted, after):
-        assert _same_objects(training["batches"], search["batches"])
-        for a, b in zip(search["weights"], training["weights"]):
-            np.testing.assert_array_equal(a, b)
+    _assert_trained_after(accepted, trainings)
     assert not runner._accepted_batches and runner.safe_to_checkpoint
 
 
@@ -161,3 +165,41 @@ def test_yaml_round_trip(tmp_path):
     assert "train_check_batches: true" in path.read_text()
     loaded = kh.HybridConfig.from_yaml(path)
     assert loaded == config and loaded.train_check_batches is True
+
+
+def test_unchecked_jumps_cost_no_forward_pass(monkeypatch):
+    moves = []
+    unchecked = HybridRunner._unchecked_jump
+
+    def spy(runner, batches):
+        scale = runner.config.predictor.jump_scales[0]
+        target = [np.array(t) for t in runner._outcome.targets(scale)]
+        unchecked(runner, batches)
+        moves.append((target, [np.array(v)
+                               for v in runner.trajectory.variables]))
+
+    monkeypatch.setattr(HybridRunner, "_unchecked_jump", spy)
+    model, runner, summary, searches, trainings = _fit(
+        monkeypatch, train_check_batches=True, check_jumps=False,
+        min_predict_steps=2, max_predict_steps=2, validation_samples=2,
+    )
+    steps = runner.controller.step
+    assert searches and all(s["accepted"] for s in searches)
+    assert len(moves) == len(searches) == summary["predictions_accepted"]
+    # No forward check ran: one forward and one backward pass per batch.
+    assert summary["backward_passes"] == summary["forward_passes"] == steps
+    assert int(model.optimizer.iterations.numpy()) == steps
+    assert all(j["tried"] == [] and j["base_loss"] is None
+               for j in runner.stats.jumps)
+    # Each jump moved the weights to its first scale's target ...
+    for target, weights in moves:
+        for a, b in zip(target, weights):
+            np.testing.assert_array_equal(a, b)
+    # ... and its batches were trained on from there.
+    _assert_trained_after(searches, trainings)
+
+
+def test_check_jumps_validation():
+    assert kh.HybridConfig().check_jumps is True
+    with pytest.raises(ValueError, match="Received: check_jumps=0"):
+        kh.HybridConfig(check_jumps=0)

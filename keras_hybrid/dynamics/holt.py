@@ -207,6 +207,8 @@ class HoltPredictor(long_window.LongWindowPredictor):
                                 list(self.drift_variance),
                                 scalar_tensor(count))
             return position, direction, np.ones(len(direction))
+        if self.config.predictor.shrinkage == "none":
+            return position, self.velocity, np.ones(len(self.velocity))
         return position, self.velocity, self.shrinkage
 
     def _extra_state(self):

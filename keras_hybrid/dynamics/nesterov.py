@@ -8,11 +8,18 @@ of the steps it replaces: for `mu = 0.5`, `eta = 1` and a constant rate, a
 jump over `H` steps moves `H` steps along the momentum-averaged velocity;
 a larger `mu` moves further (the outer acceleration of Lookahead-style
 methods). The forward check only guards.
+
+Phases measured while the learning rate still rises (a warmup) feed no
+momentum: the buffer starts with the first phase after it. With
+`predictor.shrinkage='tensor'` (the default) each tensor's jump is scaled
+by the cosine, clipped to [0, 1], between the last phase's drift and the
+buffer before it: a tensor whose drift is mostly noise barely moves.
 """
 
 import numpy as np
 
 from keras_hybrid.dynamics import long_window
+from keras_hybrid.dynamics import schedule as lr_schedule
 
 
 class NesterovPredictor(long_window.LongWindowPredictor):
@@ -28,12 +35,20 @@ class NesterovPredictor(long_window.LongWindowPredictor):
     def __init__(self, config, trajectory, optimizer=None):
         super().__init__(config, trajectory, optimizer)
         self.momentum_buffer = None
+        self.shrinkage = None
 
     def _has_velocity(self):
         return self.momentum_buffer is not None
 
     def _observe(self, n, end, rates):
         del n, end
+        if lr_schedule.rising(rates):
+            # Drifts measured while the rate still warms up do not predict
+            # the ones after it: start the buffer afresh once it stops.
+            self.momentum_buffer = None
+            self.agreement = None
+            self.shrinkage = None
+            return
         mu = float(self.config.predictor.momentum)
         # Per-step drift per unit of learning rate.
         s = long_window.mix(self.trajectory.drift, self.trajectory.drift,
@@ -41,10 +56,12 @@ class NesterovPredictor(long_window.LongWindowPredictor):
         if self.momentum_buffer is None:
             self.momentum_buffer = s
             self.agreement = None
+            self.shrinkage = None
             return
-        _, self.agreement = long_window.tensor_cosines(
+        per_tensor, self.agreement = long_window.tensor_cosines(
             s, self.momentum_buffer
         )
+        self.shrinkage = np.clip(per_tensor, 0.0, 1.0)
         self.momentum_buffer = long_window.mix(self.momentum_buffer, s,
                                                mu, 1.0)
 
@@ -53,10 +70,22 @@ class NesterovPredictor(long_window.LongWindowPredictor):
         base = self.trajectory.snapshots.take()
         size = len(base)
         coefficient = float(p.outer_learning_rate) * float(p.momentum)
-        return base, self.momentum_buffer, np.full((size,), coefficient)
+        coefficients = np.full((size,), coefficient)
+        if p.shrinkage == "tensor" and self.shrinkage is not None:
+            coefficients = coefficients * self.shrinkage
+        return base, self.momentum_buffer, coefficients
 
     def note_interruption(self):
         pass
+
+    def _extra_state(self):
+        return {"shrinkage": None if self.shrinkage is None
+                else [float(c) for c in self.shrinkage]}
+
+    def _set_extra_state(self, state):
+        shrinkage = state.get("shrinkage")
+        self.shrinkage = None if shrinkage is None else np.asarray(
+            shrinkage, "float64")
 
     def _array_groups(self):
         return [] if self.momentum_buffer is None else [self.momentum_buffer]

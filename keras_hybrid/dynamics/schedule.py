@@ -83,6 +83,13 @@ def horizon(rates_ahead, measured_rate):
     return float(np.sum(rates_ahead)) / float(measured_rate)
 
 
+def rising(rates):
+    """Whether a window's learning rate rises (a warmup): its last rate is
+    above its first."""
+    rates = np.asarray(rates, "float64")
+    return bool(rates.size and rates[-1] > rates[0] * (1.0 + 1e-6))
+
+
 def jump_allowed(rates_before, rates_ahead, peak, min_fraction):
     """Whether the schedule allows a jump now.
 
@@ -100,6 +107,6 @@ def jump_allowed(rates_before, rates_ahead, peak, min_fraction):
     rates_ahead = np.asarray(rates_ahead, "float64")
     if rates_before.size == 0 or rates_ahead.size == 0:
         return False
-    if rates_before[-1] > rates_before[0] * (1.0 + 1e-6):
+    if rising(rates_before):
         return False
     return bool(rates_ahead[-1] >= min_fraction * peak)
