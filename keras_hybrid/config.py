@@ -734,28 +734,27 @@ _PRESETS = {
         "predictor": {"refit_interval": 8},
     },
     # Outer Nesterov steps that skip no batch (as in SNOO): after every
-    # 15-step FULL phase whose drift agrees with the momentum, one jump of
-    # two phases' worth of drift, checked on 2 batches (recorded, not
-    # required to improve), which are then trained on from the jumped
-    # weights. Every batch gets its backward pass; the gain is reaching a
-    # loss sooner.
+    # 30-step FULL phase (once the learning rate has stopped rising and
+    # while it is above 20% of its peak), one unchecked jump of about 40
+    # steps' worth of the momentum-averaged drift; the 2 batches it held
+    # back are then trained on from the jumped weights. Every batch gets
+    # its backward pass and no forward pass is added; the gain is reaching
+    # a loss sooner.
     "outer": {
         "warmup_steps": 60,
-        "full_steps": 15,
+        "full_steps": 30,
         "max_predict_steps": 2,
         "min_predict_steps": 2,
         "confidence_threshold": 0.0,
-        "correction_interval": 15,
         "validation_samples": 2,
         "train_check_batches": True,
+        "check_jumps": False,
         "loss_tolerance": 1.0,
-        "divergence": {"check_interval_steps": 1},
         "predictor": {
             "type": "nesterov",
-            "jump_scales": [7.5],
-            "refit_interval": 4,
+            "jump_scales": [10.0],
             "outer_learning_rate": 2.0,
-            "min_agreement": 0.3,
+            "min_agreement": -1.0,
             "shrinkage": "none",
         },
     },
