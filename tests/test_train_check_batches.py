@@ -2,6 +2,7 @@
 are trained on after it, so that a jump skips no data (with a PREDICT length
 equal to `validation_samples`, every batch gets its backward pass)."""
 
+import keras
 import numpy as np
 import pytest
 
@@ -173,9 +174,10 @@ def test_unchecked_jumps_cost_no_forward_pass(monkeypatch):
 
     def spy(runner, batches):
         scale = runner.config.predictor.jump_scales[0]
-        target = [np.array(t) for t in runner._outcome.targets(scale)]
+        target = [keras.ops.convert_to_numpy(t)
+                  for t in runner._outcome.targets(scale)]
         unchecked(runner, batches)
-        moves.append((target, [np.array(v)
+        moves.append((target, [keras.ops.convert_to_numpy(v)
                                for v in runner.trajectory.variables]))
 
     monkeypatch.setattr(HybridRunner, "_unchecked_jump", spy)
