@@ -723,23 +723,12 @@ class HybridRunner(RecoveryMixin):
                     - getattr(self._outcome, "required_gain", 0.0)),
             reference * (1.0 + tolerance),
         )
-        self._check_batches = []
         self.stats.add_overhead("predict", time.perf_counter() - start)
         accepted = best is not None and best_loss < limit
-        self.stats.jumps.append(
-            {"step": self.controller.step, "base_loss": base, "tried": tried,
-             "accepted_scale": best[0] if accepted else None}
-        )
         # The checks leave no trace in the non-trainable state (a layer may
         # update variables in `call()` even in inference mode).
         self._predict_start.restore(self._restore_point)
-        if accepted:
-            self.trajectory.snapshots.restore(best[1])
-            if self.config.train_check_batches:
-                self._accepted_batches = batches
-            return
-        self._rejected_batches = batches
-        self._abort = "forward_check"
+        self._conclude_jump(batches, base, tried, best if accepted else None)
 
     def _unchecked_jump(self, batches):
         """`check_jumps=False`: applies the jump at its first scale with no
@@ -747,18 +736,35 @@ class HybridRunner(RecoveryMixin):
         scale = self.config.predictor.jump_scales[0]
         candidate = self._outcome.targets(scale)
         finite = bool(to_host([finite_flag(candidate)])[0])
+        if not finite:
+            self.stats.event(self.controller.step, "non_finite_prediction",
+                             "rejected_before_apply")
+        self._conclude_jump(batches, None, [],
+                            (scale, candidate) if finite else None)
+
+    def _conclude_jump(self, batches, base_loss, tried, accepted):
+        """Records a jump in `stats.jumps`, then applies it or rejects it.
+
+        Args:
+            batches: its check batches (trained on after an accepted jump
+                with `train_check_batches`, after a rejected one always).
+            base_loss: the checked loss of the weights it replaces (`None`
+                unchecked).
+            tried: `(scale, checked loss)` of the candidates checked.
+            accepted: `(scale, weights)` of the jump to apply; `None`
+                rejects it.
+        """
         self._check_batches = []
         self.stats.jumps.append(
-            {"step": self.controller.step, "base_loss": None, "tried": [],
-             "accepted_scale": scale if finite else None}
+            {"step": self.controller.step, "base_loss": base_loss,
+             "tried": tried,
+             "accepted_scale": accepted[0] if accepted else None}
         )
-        if finite:
-            self.trajectory.snapshots.restore(candidate)
+        if accepted:
+            self.trajectory.snapshots.restore(accepted[1])
             if self.config.train_check_batches:
                 self._accepted_batches = batches
             return
-        self.stats.event(self.controller.step, "non_finite_prediction",
-                         "rejected_before_apply")
         self._rejected_batches = batches
         self._abort = "forward_check"
 

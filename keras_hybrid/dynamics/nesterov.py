@@ -45,18 +45,14 @@ class NesterovPredictor(long_window.LongWindowPredictor):
         if lr_schedule.rising(rates):
             # Drifts measured while the rate still warms up do not predict
             # the ones after it: start the buffer afresh once it stops.
-            self.momentum_buffer = None
-            self.agreement = None
-            self.shrinkage = None
+            self._restart(None)
             return
         mu = float(self.config.predictor.momentum)
         # Per-step drift per unit of learning rate.
         s = long_window.mix(self.trajectory.drift, self.trajectory.drift,
                             1.0 / float(rates.mean()), 0.0)
         if self.momentum_buffer is None:
-            self.momentum_buffer = s
-            self.agreement = None
-            self.shrinkage = None
+            self._restart(s)
             return
         per_tensor, self.agreement = long_window.tensor_cosines(
             s, self.momentum_buffer
@@ -64,6 +60,13 @@ class NesterovPredictor(long_window.LongWindowPredictor):
         self.shrinkage = np.clip(per_tensor, 0.0, 1.0)
         self.momentum_buffer = long_window.mix(self.momentum_buffer, s,
                                                mu, 1.0)
+
+    def _restart(self, buffer):
+        """Starts the momentum over from `buffer` (`None`: no velocity),
+        with no agreement measured yet."""
+        self.momentum_buffer = buffer
+        self.agreement = None
+        self.shrinkage = None
 
     def _jump_parts(self):
         p = self.config.predictor
