@@ -201,6 +201,7 @@ class HybridPredictCallback(keras.callbacks.Callback):
         if self.runner is None:
             return
         self.runner.settle()
+        self._finalize_weight_average()
         self.runner.flush_iterations()
         self.runner.end_time = time.perf_counter()
         self._report_interventions()
@@ -209,6 +210,18 @@ class HybridPredictCallback(keras.callbacks.Callback):
         path = self.runner.config.metrics.report_path
         if path:
             self.save_report(path)
+
+    def _finalize_weight_average(self):
+        """Ends on the optimizer's weight average again (`use_ema=True`).
+
+        Keras overwrites the weights with the average just before
+        `on_train_end`; settling the runner may then write its own newest
+        weights (JAX) or restore a rollback point, so the overwrite is
+        repeated. It is a no-op for an optimizer without `use_ema`."""
+        model = self.runner.model
+        optimizer = getattr(model, "optimizer", None)
+        if isinstance(optimizer, keras.optimizers.Optimizer):
+            optimizer.finalize_variable_values(model.trainable_weights)
 
     def _add_to_history(self):
         """Gives this fit's `History` the per-epoch hybrid entries (kept off

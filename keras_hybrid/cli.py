@@ -132,6 +132,11 @@ def build_parser():
         help="compile() jit_compile of both arms (XLA on TensorFlow and "
         "JAX; default: auto, Keras' choice: no XLA on a TensorFlow CPU)",
     )
+    overhead.add_argument(
+        "--steps-per-execution", type=_positive_int, default=1,
+        help="compile() steps_per_execution of both arms: batches per "
+        "train-function call (default: 1; PyTorch supports only 1)",
+    )
     overhead.set_defaults(command_parser=overhead)
     report = commands.add_parser(
         "report",
@@ -292,7 +297,8 @@ def resolve_overhead_args(parser, args):
     ]
     return {**common, "config": args.config,
             "repetitions": args.repetitions, "steps": args.steps,
-            "jit_compile": jit_compile}
+            "jit_compile": jit_compile,
+            "steps_per_execution": args.steps_per_execution}
 
 
 def _resolve_common_args(parser, args):

@@ -506,12 +506,14 @@ def test_overhead_command_measures_each_task(tmp_path, capsys):
     assert kwargs == {"tasks": "mnist1d-mlp", "quick": True,
                       "out_dir": str(tmp_path), "backend": None,
                       "config": "balanced", "repetitions": 2, "steps": 5,
-                      "jit_compile": "auto"}
+                      "jit_compile": "auto", "steps_per_execution": 1}
     xla = cli.resolve_overhead_args(parser, parser.parse_args(
         ["overhead", "--jit-compile", "true"]))
     assert xla["jit_compile"] is True
     with pytest.raises(SystemExit):
         parser.parse_args(["overhead", "--jit-compile", "yes"])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["overhead", "--steps-per-execution", "0"])
     result = run_overhead([TinyTask()], config=TINY_CONFIG,
                           out_dir=str(tmp_path), repetitions=1, steps=3,
                           jit_compile=True)
@@ -526,3 +528,24 @@ def test_overhead_command_measures_each_task(tmp_path, capsys):
     assert "[tiny]" in out and "XLA" in out
     with pytest.raises(ValueError, match="repetitions"):
         run_overhead([TinyTask()], repetitions=0, out_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="steps_per_execution"):
+        run_overhead([TinyTask()], steps_per_execution=0,
+                     out_dir=str(tmp_path))
+
+
+def test_overhead_with_several_steps_per_execution(tmp_path, capsys):
+    from keras_hybrid.bench.overhead_run import run_overhead
+
+    parser = cli.build_parser()
+    kwargs = cli.resolve_overhead_args(parser, parser.parse_args(
+        ["overhead", "--steps-per-execution", "4"]))
+    assert kwargs["steps_per_execution"] == 4
+    result = run_overhead([TinyTask()], config=TINY_CONFIG,
+                          out_dir=str(tmp_path), repetitions=1, steps=8,
+                          steps_per_execution=4)
+    entry = result["tasks"]["tiny"]
+    assert result["steps_per_execution"] == 4
+    assert entry["steps_per_execution"] == 4
+    # The window opened at a call boundary: both arms were timed.
+    assert entry["plain_min_s"] > 0 and entry["hybrid_min_s"] > 0
+    assert "4 steps per execution" in capsys.readouterr().out

@@ -51,6 +51,52 @@ def test_no_prediction_gives_exactly_plain_fit(classification_data):
     assert summary["backward_passes"] == summary["total_steps"] == 64
 
 
+def _ema_model(inner):
+    model = inner
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2, use_ema=True,
+                                        ema_momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    return model
+
+
+def test_keras_weight_averaging_is_kept(classification_data):
+    # An optimizer with `use_ema=True`: the FULL step updates the average as
+    # Keras' own step does, and fit() ends on the averaged weights.
+    x, y = classification_data
+    plain = _ema_model(build_mlp(0, dropout=0.2))
+    keras.utils.set_random_seed(0)
+    plain.fit(x, y, batch_size=64, epochs=2, verbose=0)
+    hybrid = _ema_model(kh.HybridModel.wrap(build_mlp(0, dropout=0.2)))
+    callback = kh.HybridPredictCallback(kh.HybridConfig(
+        enable_prediction=False))
+    keras.utils.set_random_seed(0)
+    hybrid.fit(x, y, batch_size=64, epochs=2, verbose=0,
+               callbacks=[callback])
+    assert_same_weights(weights_of(plain), weights_of(hybrid))
+    # The weights are the average, not the last step's.
+    raw = compile_model(build_mlp(0, dropout=0.2))
+    keras.utils.set_random_seed(0)
+    raw.fit(x, y, batch_size=64, epochs=2, verbose=0)
+    assert not np.allclose(weights_of(raw)[0], weights_of(hybrid)[0])
+
+    # With prediction on, too: fit() ends on the average of what it trained.
+    predicting = _ema_model(kh.HybridModel.wrap(build_mlp(0)))
+    callback = kh.HybridPredictCallback(eager_config())
+    keras.utils.set_random_seed(0)
+    predicting.fit(x, y, batch_size=32, epochs=3, verbose=0,
+                   callbacks=[callback])
+    summary = callback.report()["training_summary"]
+    assert summary["predict_steps"] > 0
+    averages = predicting.optimizer._model_variables_moving_average
+    assert_same_weights(
+        [keras.ops.convert_to_numpy(v) for v in averages],
+        [keras.ops.convert_to_numpy(v)
+         for v in predicting.trainable_variables],
+    )
+
+
 def test_hybrid_model_without_callback_is_plain_fit(classification_data):
     x, y = classification_data
     plain = fit_plain(x, y, batch_size=128, epochs=1)

@@ -50,13 +50,15 @@ def resolve_task(spec):
     return task
 
 
-def compile_model(model, task, learning_rate, jit_compile="auto"):
+def compile_model(model, task, learning_rate, jit_compile="auto",
+                  steps_per_execution=1):
     """Compiles `model` with the task's optimizer, loss and metrics."""
     model.compile(
         optimizer=task.make_optimizer(learning_rate),
         loss=task.loss,
         metrics=list(task.metrics or []),
         jit_compile=jit_compile,
+        steps_per_execution=steps_per_execution,
     )
     return model
 

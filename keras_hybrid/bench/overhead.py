@@ -50,7 +50,9 @@ class WindowClock(keras.callbacks.Callback):
         keras.ops.convert_to_numpy(self.model.trainable_variables[0])
 
     def on_train_batch_begin(self, batch, logs=None):
-        if batch == self.start:
+        # With `steps_per_execution > 1` Keras reports only the first batch
+        # of each call: start at the first call that reaches `start`.
+        if batch >= self.start and self.begin is None:
             self._sync()
             self.begin = time.perf_counter()
             self.cpu_begin = time.process_time()
@@ -116,12 +118,14 @@ def measure_fit_overhead(spec):
     Args:
         spec: an arm spec with `task`, `seed`, `config` (a config dict; its
             `enable_prediction` is set to False), optional `repetitions`
-            (3), `steps` (timed steps per repetition; 200, 60 quick) and
-            `jit_compile` (`compile()`'s, for both arms; `"auto"`).
+            (3), `steps` (timed steps per repetition; 200, 60 quick),
+            `jit_compile` and `steps_per_execution` (`compile()`'s, for
+            both arms; `"auto"` and 1).
 
     Returns:
         `summarize()`'s dict plus `steps`, `window_start`, `repetitions`,
-        `batch_size`, `backend`, `seed`.
+        `batch_size`, `jit_compile`, `steps_per_execution`, `backend`,
+        `seed`.
     """
     import keras_hybrid as kh
 
@@ -140,13 +144,15 @@ def measure_fit_overhead(spec):
     x = np.concatenate([task.x_train] * reps)[:count]
     y = np.concatenate([task.y_train] * reps)[:count]
 
-    jit_compile = spec.get("jit_compile", "auto")
+    compiled = {"jit_compile": spec.get("jit_compile", "auto"),
+                "steps_per_execution": int(
+                    spec.get("steps_per_execution") or 1)}
     keras.utils.set_random_seed(seed)
     plain = compile_model(task.build_model(seed), task, task.learning_rate,
-                          jit_compile=jit_compile)
+                          **compiled)
     keras.utils.set_random_seed(seed)
     hybrid = kh.HybridModel.wrap(task.build_model(seed))
-    compile_model(hybrid, task, task.learning_rate, jit_compile=jit_compile)
+    compile_model(hybrid, task, task.learning_rate, **compiled)
 
     def timed(model, with_hybrid):
         clock = WindowClock(start)
@@ -178,6 +184,7 @@ def measure_fit_overhead(spec):
         "repetitions": repetitions,
         "batch_size": batch,
         "jit_compile": bool(plain.jit_compile),
+        "steps_per_execution": compiled["steps_per_execution"],
         "backend": keras.backend.backend(),
         "seed": seed,
     }
@@ -189,6 +196,8 @@ def format_fit_overhead(result):
         "fit() overhead, prediction disabled (hybrid / plain wall-clock over "
         f"{result['steps']} steps"
         + (", XLA" if result.get("jit_compile") else "")
+        + (f", {result['steps_per_execution']} steps per execution"
+           if result.get("steps_per_execution", 1) > 1 else "")
         + f", {result['repetitions']} alternated "
         f"repetitions): {result['ratio_of_min']:.3f} of the minima; per pair "
         f"median {result['ratio_median']:.3f} "

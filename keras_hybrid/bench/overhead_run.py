@@ -18,7 +18,8 @@ from keras_hybrid.report import clean_json
 
 def run_overhead(tasks, config="balanced", quick=False, out_dir="overhead_out",
                  backend=None, repetitions=overhead.DEFAULT_REPETITIONS,
-                 steps=None, progress=True, jit_compile="auto"):
+                 steps=None, progress=True, jit_compile="auto",
+                 steps_per_execution=1):
     """Measures plain `fit()` against the hybrid with prediction disabled
     for each task; writes `overhead.json`.
 
@@ -34,6 +35,8 @@ def run_overhead(tasks, config="balanced", quick=False, out_dir="overhead_out",
         progress: print a line per task.
         jit_compile: `compile()`'s `jit_compile` for both arms (`"auto"`,
             True or False).
+        steps_per_execution: `compile()`'s `steps_per_execution` for both
+            arms (batches per train-function call).
 
     Returns:
         The `overhead.json` content as a dict.
@@ -44,6 +47,7 @@ def run_overhead(tasks, config="balanced", quick=False, out_dir="overhead_out",
     harness._check_positive_int("repetitions", repetitions)
     if steps is not None:
         harness._check_positive_int("steps", steps)
+    harness._check_positive_int("steps_per_execution", steps_per_execution)
     backend = harness._check_backend(backend)
     base = HybridConfig.resolve(config)
     os.makedirs(out_dir, exist_ok=True)
@@ -56,13 +60,15 @@ def run_overhead(tasks, config="balanced", quick=False, out_dir="overhead_out",
         "config": base.to_dict(),
         "quick": bool(quick),
         "jit_compile": jit_compile,
+        "steps_per_execution": steps_per_execution,
         "tasks": {},
     }
     start = time.perf_counter()
     for task, payload in task_list:
         spec = {"task": payload, "quick": bool(quick), "seed": 0,
                 "config": base.to_dict(), "repetitions": repetitions,
-                "steps": steps, "jit_compile": jit_compile}
+                "steps": steps, "jit_compile": jit_compile,
+                "steps_per_execution": steps_per_execution}
         entry = harness._run_isolated("measure_fit_overhead", spec, backend,
                                       f"[{task.name}] fit overhead")
         result["tasks"][task.name] = entry
