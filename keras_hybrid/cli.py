@@ -4,7 +4,7 @@
 keras-hybrid bench [--task NAME|all] [--seeds N] [--config PRESET|PATH]
                    [--quick] [--out DIR] [--backend tensorflow|jax|torch]
                    [--schedule constant|cosine] [--predictors TYPE,...]
-                   [--first-seed N]
+                   [--first-seed N] [--weight-average MOMENTUM]
 keras-hybrid summary PATH/bench.json|PATH/headroom.json
 keras-hybrid headroom [--task NAME|all] [--seeds N] [--fractions F,...]
                       [--quick] [--out DIR] [--backend tensorflow|jax|torch]
@@ -13,7 +13,7 @@ keras-hybrid report PATH/report.json [--out PATH.png]
 keras-hybrid overhead [--task NAME|all] [--config PRESET|PATH] [--quick]
                       [--out DIR] [--backend tensorflow|jax|torch]
                       [--repetitions N] [--steps N]
-                      [--jit-compile auto|true|false]
+                      [--jit-compile auto|true|false] [--steps-per-execution N]
 ```
 
 Also `python -m keras_hybrid.cli bench ...`.
@@ -64,6 +64,12 @@ def build_parser():
     bench.add_argument(
         "--first-seed", type=_non_negative_int, default=0,
         help="first seed (default: 0); tune on seeds you do not report",
+    )
+    bench.add_argument(
+        "--weight-average", type=float, default=None, metavar="MOMENTUM",
+        help="every arm's optimizer keeps Keras' moving average of the "
+        "weights (use_ema) with this momentum, e.g. 0.99, and fit() ends on "
+        "it (default: off)",
     )
     bench.add_argument(
         "--overhead-repetitions", type=_non_negative_int, default=3,
@@ -249,7 +255,18 @@ def resolve_bench_args(parser, args):
         predictors = list(dynamics.AVAILABLE)
     return {**common, "config": args.config, "predictors": predictors,
             "overhead_repetitions": args.overhead_repetitions,
-            "first_seed": args.first_seed}
+            "first_seed": args.first_seed,
+            "weight_average": _weight_average(parser, args.weight_average)}
+
+
+def _weight_average(parser, value):
+    from keras_hybrid.bench.harness import check_weight_average
+
+    try:
+        return check_weight_average(value)
+    except ValueError:
+        parser.error("--weight-average must be a momentum in (0, 1), e.g. "
+                     f"0.99. Received: --weight-average={value!r}")
 
 
 def resolve_headroom_args(parser, args):

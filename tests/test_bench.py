@@ -427,7 +427,8 @@ def test_cli_defaults():
                       "config": "aggressive", "quick": True, "out_dir": "x",
                       "backend": "tensorflow", "predictors": ["drift"],
                       "overhead_repetitions": 3,
-                      "schedule": "constant", "first_seed": 0}
+                      "schedule": "constant", "first_seed": 0,
+                      "weight_average": None}
     assert full["predictors"] == ["drift", "linear", "mlp", "rssm",
                                   "nesterov", "holt"]
     chosen = cli.resolve_bench_args(parser, parser.parse_args(

@@ -22,6 +22,10 @@ An arm spec is a dict:
   tested) without touching its curve: the baseline read at a hybrid arm's
   backward count is the "truncated" reference (its schedule not shortened).
 - `eval_every`: validation every this many steps (and at the end).
+- `weight_average`: `None`, or a momentum in (0, 1): the optimizer keeps
+  Keras' moving average of the weights (`use_ema`), `fit()` ends on it and
+  the final validation is of the average (the ones before it are of the
+  weights being trained).
 - `config`: the `HybridConfig` dict (`"hybrid"`; also used by
   `keras_hybrid.bench.profile.profile_task`).
 - `progress`: print one line per epoch; `label`: its prefix.
@@ -51,16 +55,41 @@ def resolve_task(spec):
 
 
 def compile_model(model, task, learning_rate, jit_compile="auto",
-                  steps_per_execution=1):
-    """Compiles `model` with the task's optimizer, loss and metrics."""
+                  steps_per_execution=1, weight_average=None):
+    """Compiles `model` with the task's optimizer, loss and metrics; with
+    `weight_average` (a momentum in (0, 1)), the optimizer keeps Keras'
+    moving average of the weights (`use_ema`) and `fit()` ends on it."""
+    optimizer = task.make_optimizer(learning_rate)
+    if weight_average is not None:
+        average_weights(optimizer, weight_average)
     model.compile(
-        optimizer=task.make_optimizer(learning_rate),
+        optimizer=optimizer,
         loss=task.loss,
         metrics=list(task.metrics or []),
         jit_compile=jit_compile,
         steps_per_execution=steps_per_execution,
     )
     return model
+
+
+def average_weights(optimizer, momentum):
+    """Turns on Keras' exponential moving average of the weights
+    (`use_ema=True`, `ema_momentum=momentum`) on an optimizer that is not
+    built yet, whatever the task's optimizer class."""
+    if optimizer.built:
+        raise ValueError(
+            "The weight average must be turned on before the optimizer is "
+            f"built. Received: an optimizer built already ({optimizer.name})"
+        )
+    optimizer.use_ema = True
+    optimizer.ema_momentum = float(momentum)
+    optimizer.ema_overwrite_frequency = None
+    return optimizer
+
+
+def averages_weights(model):
+    """Whether `fit()` ends `model` on its optimizer's weight average."""
+    return bool(getattr(getattr(model, "optimizer", None), "use_ema", False))
 
 
 def peak_memory_mb():
@@ -227,6 +256,12 @@ class EvalClock(keras.callbacks.Callback):
         )
 
     def on_train_end(self, logs=None):
+        if self.evals and self.evals[-1]["step"] == self.step and (
+            averages_weights(self.model)
+        ):
+            # fit() has just put the weight average in place: the final
+            # figure is the model fit() returns.
+            self.evals.pop()
         if not self.evals or self.evals[-1]["step"] != self.step:
             self._evaluate()
         self.wall_clock_s = self.clock[-1] if self.clock else 0.0
@@ -368,7 +403,8 @@ def run_arm(spec):
         )
         epochs = math.ceil(budget / task.steps_per_epoch)
         callbacks.append(StopAfterSteps(budget))
-    compile_model(model, task, learning_rate)
+    compile_model(model, task, learning_rate,
+                  weight_average=spec.get("weight_average"))
     eval_batch = max(int(task.batch_size), EVAL_BATCH_SIZE)
     validator = Validator(task.x_val, task.y_val, eval_batch)
     tester = None

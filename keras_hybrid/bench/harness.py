@@ -30,6 +30,7 @@ import datetime
 import importlib.metadata
 import json
 import multiprocessing
+import numbers
 import os
 import pickle
 import platform
@@ -61,7 +62,7 @@ def run_benchmark(tasks, seeds=3, config="balanced", quick=False,
                   out_dir="bench_out", backend=None, predictors=None,
                   progress=True, epochs=None, profile_calls=PROFILE_CALLS,
                   overhead_repetitions=3, overhead_steps=None,
-                  schedule="constant", first_seed=0):
+                  schedule="constant", first_seed=0, weight_average=None):
     """Runs the benchmark and writes `bench.json` and one PNG per task.
 
     Args:
@@ -91,6 +92,10 @@ def run_benchmark(tasks, seeds=3, config="balanced", quick=False,
             `"cosine"` (warmup + cosine decay).
         first_seed: the first seed (seeds `first_seed .. first_seed +
             seeds - 1`): tune on seeds other than those reported.
+        weight_average: `None`, or a momentum in (0, 1): every arm's
+            optimizer keeps Keras' moving average of the weights
+            (`use_ema`), and each arm's final validation loss is that of
+            the average `fit()` ends on.
 
     Returns:
         The `bench.json` content as a dict.
@@ -106,6 +111,7 @@ def run_benchmark(tasks, seeds=3, config="balanced", quick=False,
             "`first_seed` must be a non-negative integer. "
             f"Received: first_seed={first_seed!r}"
         )
+    weight_average = check_weight_average(weight_average)
     task_list = _resolve_tasks(tasks, quick)
     n_seeds = _check_positive_int("seeds", seeds)
     if epochs is not None:
@@ -129,6 +135,7 @@ def run_benchmark(tasks, seeds=3, config="balanced", quick=False,
         "quick": bool(quick),
         "seeds": list(range(first_seed, first_seed + n_seeds)),
         "schedule": schedule,
+        "weight_average": weight_average,
         "predictors": list(predictors),
         "tasks": {},
     }
@@ -136,7 +143,8 @@ def run_benchmark(tasks, seeds=3, config="balanced", quick=False,
     for task, payload in task_list:
         entry = _run_task(task, payload, n_seeds, base, predictors, quick,
                           backend, epochs, profile_calls, log, overhead,
-                          schedule=schedule, first_seed=first_seed)
+                          schedule=schedule, first_seed=first_seed,
+                          weight_average=weight_average)
         result["tasks"][task.name] = entry
         result["backend"] = entry.get("backend") or result["backend"]
         result["elapsed_s"] = time.perf_counter() - start
@@ -155,8 +163,9 @@ def run_benchmark(tasks, seeds=3, config="balanced", quick=False,
 # =============================================================== per task
 def _run_task(task, payload, n_seeds, base, predictors, quick, backend,
               epochs, profile_calls, log, overhead=None,
-              schedule="constant", first_seed=0):
+              schedule="constant", first_seed=0, weight_average=None):
     common = arm_common(task, payload, quick, epochs, schedule)
+    common["weight_average"] = weight_average
     epochs, eval_every = common["epochs"], common["eval_every"]
     configs = {p: _with_predictor(base, p) for p in predictors}
     log(f"[{task.name}] profiling step functions (seed {first_seed})")
@@ -197,6 +206,20 @@ def _run_task(task, payload, n_seeds, base, predictors, quick, backend,
         ),
         "fit_overhead": fit_overhead,
     }
+
+
+def check_weight_average(weight_average):
+    """`None`, or the moving-average momentum as a float in (0, 1)."""
+    if weight_average is None:
+        return None
+    if isinstance(weight_average, bool) or not isinstance(
+        weight_average, numbers.Real
+    ) or not 0 < weight_average < 1:
+        raise ValueError(
+            "`weight_average` must be None or a momentum in (0, 1), e.g. "
+            f"0.99. Received: weight_average={weight_average!r}"
+        )
+    return float(weight_average)
 
 
 def arm_common(task, payload, quick, epochs, schedule="constant"):
