@@ -8,6 +8,7 @@ from keras.src.utils import io_utils
 
 from keras_hybrid import backends
 from keras_hybrid import checkpoint
+from keras_hybrid import weight_average
 from keras_hybrid.config import HybridConfig
 from keras_hybrid.messages import InterventionLog
 from keras_hybrid.report import build_report
@@ -201,7 +202,9 @@ class HybridPredictCallback(keras.callbacks.Callback):
         if self.runner is None:
             return
         self.runner.settle()
-        self._finalize_weight_average()
+        # Settling may write other weights than the average Keras has just
+        # put in place (use_ema): put it back.
+        weight_average.finalize(self.runner.model)
         self.runner.flush_iterations()
         self.runner.end_time = time.perf_counter()
         self._report_interventions()
@@ -210,18 +213,6 @@ class HybridPredictCallback(keras.callbacks.Callback):
         path = self.runner.config.metrics.report_path
         if path:
             self.save_report(path)
-
-    def _finalize_weight_average(self):
-        """Ends on the optimizer's weight average again (`use_ema=True`).
-
-        Keras overwrites the weights with the average just before
-        `on_train_end`; settling the runner may then write its own newest
-        weights (JAX) or restore a rollback point, so the overwrite is
-        repeated. It is a no-op for an optimizer without `use_ema`."""
-        model = self.runner.model
-        optimizer = getattr(model, "optimizer", None)
-        if isinstance(optimizer, keras.optimizers.Optimizer):
-            optimizer.finalize_variable_values(model.trainable_weights)
 
     def _add_to_history(self):
         """Gives this fit's `History` the per-epoch hybrid entries (kept off

@@ -260,7 +260,7 @@ def resolve_bench_args(parser, args):
 
 
 def _weight_average(parser, value):
-    from keras_hybrid.bench.harness import check_weight_average
+    from keras_hybrid.weight_average import check_weight_average
 
     try:
         return check_weight_average(value)

@@ -23,14 +23,15 @@ An arm spec is a dict:
   backward count is the "truncated" reference (its schedule not shortened).
 - `eval_every`: validation every this many steps (and at the end).
 - `weight_average`: `None`, or a momentum in (0, 1): the optimizer keeps
-  Keras' moving average of the weights (`use_ema`), `fit()` ends on it and
-  the final validation is of the average (the ones before it are of the
-  weights being trained).
+  Keras' moving average of the weights (`use_ema`), `fit()` ends on it, and
+  the final validation and the probes are of the average (the curve before
+  the end is of the weights being trained).
 - `config`: the `HybridConfig` dict (`"hybrid"`; also used by
   `keras_hybrid.bench.profile.profile_task`).
 - `progress`: print one line per epoch; `label`: its prefix.
 """
 
+import contextlib
 import math
 import resource
 import sys
@@ -38,6 +39,8 @@ import time
 
 import keras
 import numpy as np
+
+from keras_hybrid import weight_average
 
 ARM_KINDS = ("baseline", "hybrid", "equal-budget", "wsd")
 EVAL_BATCH_SIZE = 512
@@ -87,9 +90,29 @@ def average_weights(optimizer, momentum):
     return optimizer
 
 
-def averages_weights(model):
-    """Whether `fit()` ends `model` on its optimizer's weight average."""
-    return bool(getattr(getattr(model, "optimizer", None), "use_ema", False))
+averages_weights = weight_average.uses_weight_average
+
+
+@contextlib.contextmanager
+def weights_averaged(model):
+    """Puts the optimizer's weight average (`use_ema`) in place of the
+    trainable weights for the duration, then the trained weights back: what
+    `fit()` stopped at this step would have returned. Nothing happens for a
+    model whose optimizer keeps no average."""
+    if not averages_weights(model):
+        yield
+        return
+    optimizer = model.optimizer
+    variables = list(optimizer._trainable_variables)
+    kept = [keras.ops.convert_to_numpy(v) for v in variables]
+    for variable, average in zip(variables,
+                                 optimizer._model_variables_moving_average):
+        variable.assign(average)
+    try:
+        yield
+    finally:
+        for variable, value in zip(variables, kept):
+            variable.assign(value)
 
 
 def peak_memory_mb():
@@ -182,7 +205,9 @@ class EvalClock(keras.callbacks.Callback):
     time_s, val_loss, val_acc, test_loss`), kept apart from `evals` so the
     curve and its figures are the same with or without probes. Validation
     runs in inference mode and draws no random numbers, so probing does not
-    change the training run.
+    change the training run. If the optimizer keeps a weight average
+    (`use_ema`), a probe validates the average, as a run stopped there
+    would end, and so does the final validation.
 
     Args:
         validator: a `Validator`.
@@ -262,6 +287,7 @@ class EvalClock(keras.callbacks.Callback):
             # fit() has just put the weight average in place: the final
             # figure is the model fit() returns.
             self.evals.pop()
+            weight_average.finalize(self.model)
         if not self.evals or self.evals[-1]["step"] != self.step:
             self._evaluate()
         self.wall_clock_s = self.clock[-1] if self.clock else 0.0
@@ -287,15 +313,20 @@ class EvalClock(keras.callbacks.Callback):
     def _probe(self):
         begin = time.perf_counter()
         last = self.evals[-1] if self.evals else None
-        if last is not None and last["step"] == self.step:
-            # Validated at this very step already.
-            loss, accuracy = last["val_loss"], last["val_acc"]
-        else:
-            loss, accuracy = self.validator(self.model)
-        test = (
-            None if self.test_validator is None
-            else self.test_validator(self.model)[0]
-        )
+        averaged = averages_weights(self.model)
+        with weights_averaged(self.model):
+            # A run stopped here ends on its weight average, if it keeps one.
+            if last is not None and last["step"] == self.step and (
+                not averaged
+            ):
+                # Validated at this very step already.
+                loss, accuracy = last["val_loss"], last["val_acc"]
+            else:
+                loss, accuracy = self.validator(self.model)
+            test = (
+                None if self.test_validator is None
+                else self.test_validator(self.model)[0]
+            )
         self.probes.append({
             "step": self.step, "time_s": self.clock[-1], "val_loss": loss,
             "val_acc": accuracy, "test_loss": test,
@@ -404,7 +435,8 @@ def run_arm(spec):
         epochs = math.ceil(budget / task.steps_per_epoch)
         callbacks.append(StopAfterSteps(budget))
     compile_model(model, task, learning_rate,
-                  weight_average=spec.get("weight_average"))
+                  weight_average=weight_average.check_weight_average(
+                      spec.get("weight_average"), keras.backend.backend()))
     eval_batch = max(int(task.batch_size), EVAL_BATCH_SIZE)
     validator = Validator(task.x_val, task.y_val, eval_batch)
     tester = None

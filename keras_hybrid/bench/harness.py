@@ -30,7 +30,6 @@ import datetime
 import importlib.metadata
 import json
 import multiprocessing
-import numbers
 import os
 import pickle
 import platform
@@ -45,6 +44,7 @@ from keras_hybrid.bench import figures
 from keras_hybrid.bench import table
 from keras_hybrid.bench import verdict
 from keras_hybrid.report import clean_json
+from keras_hybrid.weight_average import check_weight_average
 
 SCHEMA_VERSION = 1
 EVAL_POINTS_PER_EPOCH = 8
@@ -111,7 +111,6 @@ def run_benchmark(tasks, seeds=3, config="balanced", quick=False,
             "`first_seed` must be a non-negative integer. "
             f"Received: first_seed={first_seed!r}"
         )
-    weight_average = check_weight_average(weight_average)
     task_list = _resolve_tasks(tasks, quick)
     n_seeds = _check_positive_int("seeds", seeds)
     if epochs is not None:
@@ -121,6 +120,9 @@ def run_benchmark(tasks, seeds=3, config="balanced", quick=False,
     base = HybridConfig.resolve(config)
     predictors = _check_predictors(predictors)
     backend = _check_backend(backend)
+    weight_average = check_weight_average(
+        weight_average, backend or os.environ.get("KERAS_BACKEND")
+    )
     log = _printer(progress)
     os.makedirs(out_dir, exist_ok=True)
     result = {
@@ -206,20 +208,6 @@ def _run_task(task, payload, n_seeds, base, predictors, quick, backend,
         ),
         "fit_overhead": fit_overhead,
     }
-
-
-def check_weight_average(weight_average):
-    """`None`, or the moving-average momentum as a float in (0, 1)."""
-    if weight_average is None:
-        return None
-    if isinstance(weight_average, bool) or not isinstance(
-        weight_average, numbers.Real
-    ) or not 0 < weight_average < 1:
-        raise ValueError(
-            "`weight_average` must be None or a momentum in (0, 1), e.g. "
-            f"0.99. Received: weight_average={weight_average!r}"
-        )
-    return float(weight_average)
 
 
 def arm_common(task, payload, quick, epochs, schedule="constant"):

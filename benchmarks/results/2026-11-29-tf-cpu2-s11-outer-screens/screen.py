@@ -32,7 +32,7 @@ def main():
     schedule, name, path, seeds = sys.argv[1], sys.argv[2], sys.argv[3], [int(s) for s in sys.argv[4:]]
     task = get_task(TASK)
     common = harness.arm_common(task, harness._payload(task, TASK), False, None, schedule)
-    config = harness._with_predictor(HybridConfig.from_yaml(path), "nesterov")
+    config = harness._with_predictor(HybridConfig.from_yaml(path), os.environ.get("PRED", "nesterov"))
     rows = []
     for seed in seeds:
         bpath = f"{OUT}/{TASK}-baseline-{schedule}-{seed}.json"
