@@ -1,5 +1,5 @@
-"""Keras' moving average of the weights (`use_ema=True` on an optimizer)
-at the end of `fit()`.
+"""Keras' moving average of the weights (`use_ema=True` on an optimizer):
+turning it on, validating a run on it, and ending `fit()` on it.
 
 Keras overwrites the weights with their average just before the callbacks'
 `on_train_end`. `finalize(model)` does it again (after the hybrid runner has
@@ -10,6 +10,7 @@ the average (Keras 3.15: a second `fit()`, or `predict_on_batch` in
 `on_train_end`, then fails).
 """
 
+import contextlib
 import numbers
 
 import keras
@@ -25,6 +26,42 @@ def uses_weight_average(model):
     return isinstance(optimizer, keras.optimizers.Optimizer) and bool(
         getattr(_inner(optimizer), "use_ema", False)
     )
+
+
+def turn_on(optimizer, momentum):
+    """Turns on the moving average of the weights (`use_ema=True`,
+    `ema_momentum=momentum`) on an optimizer that is not built yet, whatever
+    its class."""
+    if optimizer.built:
+        raise ValueError(
+            "The weight average must be turned on before the optimizer is "
+            f"built. Received: an optimizer built already ({optimizer.name})"
+        )
+    optimizer.use_ema = True
+    optimizer.ema_momentum = float(momentum)
+    optimizer.ema_overwrite_frequency = None
+    return optimizer
+
+
+@contextlib.contextmanager
+def in_place(model):
+    """Puts the weight average in place of the trainable weights for the
+    duration, then the trained weights back: what `fit()` stopped at this
+    step would return. Nothing happens without a weight average."""
+    if not uses_weight_average(model):
+        yield
+        return
+    optimizer = _inner(model.optimizer)
+    variables = list(optimizer._trainable_variables)
+    kept = [keras.ops.convert_to_numpy(v) for v in variables]
+    for variable, average in zip(variables,
+                                 optimizer._model_variables_moving_average):
+        variable.assign(average)
+    try:
+        yield
+    finally:
+        for variable, value in zip(variables, kept):
+            variable.assign(value)
 
 
 def finalize(model):

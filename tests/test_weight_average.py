@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from keras_hybrid import cli
+from keras_hybrid import weight_average
 from keras_hybrid.bench import arms
 from keras_hybrid.bench.harness import run_benchmark
-from tests.helpers import TinyTask
 from keras_hybrid.weight_average import check_weight_average
+from tests.helpers import TinyTask
 from tests.test_bench import TINY_CONFIG
 
 
@@ -117,7 +118,7 @@ def test_built_optimizer_refused():
     optimizer = keras.optimizers.Adam()
     optimizer.build([keras.Variable(np.zeros((2,), "float32"))])
     with pytest.raises(ValueError, match="before the optimizer is built"):
-        arms.average_weights(optimizer, 0.9)
+        weight_average.turn_on(optimizer, 0.9)
 
 
 def test_cli_weight_average(capsys):

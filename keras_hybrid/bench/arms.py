@@ -31,7 +31,6 @@ An arm spec is a dict:
 - `progress`: print one line per epoch; `label`: its prefix.
 """
 
-import contextlib
 import math
 import resource
 import sys
@@ -40,7 +39,7 @@ import time
 import keras
 import numpy as np
 
-from keras_hybrid import weight_average
+from keras_hybrid import weight_average as averaging
 
 ARM_KINDS = ("baseline", "hybrid", "equal-budget", "wsd")
 EVAL_BATCH_SIZE = 512
@@ -64,7 +63,7 @@ def compile_model(model, task, learning_rate, jit_compile="auto",
     moving average of the weights (`use_ema`) and `fit()` ends on it."""
     optimizer = task.make_optimizer(learning_rate)
     if weight_average is not None:
-        average_weights(optimizer, weight_average)
+        averaging.turn_on(optimizer, weight_average)
     model.compile(
         optimizer=optimizer,
         loss=task.loss,
@@ -73,46 +72,6 @@ def compile_model(model, task, learning_rate, jit_compile="auto",
         steps_per_execution=steps_per_execution,
     )
     return model
-
-
-def average_weights(optimizer, momentum):
-    """Turns on Keras' exponential moving average of the weights
-    (`use_ema=True`, `ema_momentum=momentum`) on an optimizer that is not
-    built yet, whatever the task's optimizer class."""
-    if optimizer.built:
-        raise ValueError(
-            "The weight average must be turned on before the optimizer is "
-            f"built. Received: an optimizer built already ({optimizer.name})"
-        )
-    optimizer.use_ema = True
-    optimizer.ema_momentum = float(momentum)
-    optimizer.ema_overwrite_frequency = None
-    return optimizer
-
-
-averages_weights = weight_average.uses_weight_average
-
-
-@contextlib.contextmanager
-def weights_averaged(model):
-    """Puts the optimizer's weight average (`use_ema`) in place of the
-    trainable weights for the duration, then the trained weights back: what
-    `fit()` stopped at this step would have returned. Nothing happens for a
-    model whose optimizer keeps no average."""
-    if not averages_weights(model):
-        yield
-        return
-    optimizer = model.optimizer
-    variables = list(optimizer._trainable_variables)
-    kept = [keras.ops.convert_to_numpy(v) for v in variables]
-    for variable, average in zip(variables,
-                                 optimizer._model_variables_moving_average):
-        variable.assign(average)
-    try:
-        yield
-    finally:
-        for variable, value in zip(variables, kept):
-            variable.assign(value)
 
 
 def peak_memory_mb():
@@ -282,12 +241,12 @@ class EvalClock(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         if self.evals and self.evals[-1]["step"] == self.step and (
-            averages_weights(self.model)
+            averaging.uses_weight_average(self.model)
         ):
             # fit() has just put the weight average in place: the final
             # figure is the model fit() returns.
             self.evals.pop()
-            weight_average.finalize(self.model)
+            averaging.finalize(self.model)
         if not self.evals or self.evals[-1]["step"] != self.step:
             self._evaluate()
         self.wall_clock_s = self.clock[-1] if self.clock else 0.0
@@ -313,8 +272,8 @@ class EvalClock(keras.callbacks.Callback):
     def _probe(self):
         begin = time.perf_counter()
         last = self.evals[-1] if self.evals else None
-        averaged = averages_weights(self.model)
-        with weights_averaged(self.model):
+        averaged = averaging.uses_weight_average(self.model)
+        with averaging.in_place(self.model):
             # A run stopped here ends on its weight average, if it keeps one.
             if last is not None and last["step"] == self.step and (
                 not averaged
@@ -435,7 +394,7 @@ def run_arm(spec):
         epochs = math.ceil(budget / task.steps_per_epoch)
         callbacks.append(StopAfterSteps(budget))
     compile_model(model, task, learning_rate,
-                  weight_average=weight_average.check_weight_average(
+                  weight_average=averaging.check_weight_average(
                       spec.get("weight_average"), keras.backend.backend()))
     eval_batch = max(int(task.batch_size), EVAL_BATCH_SIZE)
     validator = Validator(task.x_val, task.y_val, eval_batch)
