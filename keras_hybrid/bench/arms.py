@@ -246,7 +246,6 @@ class EvalClock(keras.callbacks.Callback):
             # fit() has just put the weight average in place: the final
             # figure is the model fit() returns.
             self.evals.pop()
-            averaging.finalize(self.model)
         if not self.evals or self.evals[-1]["step"] != self.step:
             self._evaluate()
         self.wall_clock_s = self.clock[-1] if self.clock else 0.0
