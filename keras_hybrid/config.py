@@ -593,12 +593,27 @@ class HybridConfig:
         """Builds a config from a (possibly partial, nested) dict.
 
         Unknown keys raise a `ValueError` that suggests the closest field.
+
+        Args:
+            config: a dict of fields. A top-level `"preset": NAME` key starts
+                from that preset and overrides it with the other keys, as
+                in a YAML file.
+
+        Example:
+
+        ```python
+        config = HybridConfig.from_dict({"preset": "outer", "full_steps": 10})
+        ```
         """
         if not isinstance(config, dict):
             raise ValueError(
                 "`config` must be a dict. "
                 f"Received: config={config!r} of type {type(config).__name__}"
             )
+        config = dict(config)
+        preset = config.pop("preset", None)
+        if preset is not None:
+            config = _merge(cls.preset(preset).to_dict(), config)
         return _build(cls, config, prefix="")
 
     @classmethod
@@ -612,7 +627,7 @@ class HybridConfig:
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise ValueError(
-                f"Config file not found.{_preset_hint(path)} "
+                f"Config file not found.{_missing_file_hint(path)} "
                 f"Received: path={path!r}"
             )
         with open(path, encoding="utf-8") as f:
@@ -630,11 +645,7 @@ class HybridConfig:
                 "A config file must hold a mapping at the top level. "
                 f"Received: path={path!r} holding {type(data).__name__}"
             )
-        data = dict(data)
-        preset = data.pop("preset", None)
-        if preset is None:
-            return cls.from_dict(data)
-        return cls.from_dict(_merge(cls.preset(preset).to_dict(), data))
+        return cls.from_dict(data)
 
     @classmethod
     def preset(cls, name):
@@ -678,6 +689,17 @@ def _preset_hint(name):
     close = difflib.get_close_matches(stem, PRESET_NAMES, n=1, cutoff=0.6)
     hint = f" Did you mean the preset {close[0]!r}?" if close else ""
     return f"{hint} The presets are {list(PRESET_NAMES)}."
+
+
+def _missing_file_hint(path):
+    """For a missing config file: the same file with the other YAML
+    extension when that one exists, else the presets (`_preset_hint`)."""
+    stem, ext = os.path.splitext(path)
+    for other in (".yaml", ".yml"):
+        candidate = stem + other
+        if other != ext and os.path.isfile(candidate):
+            return f" Did you mean {candidate!r}?"
+    return _preset_hint(path)
 
 
 def _build(cls, values, prefix):

@@ -51,6 +51,36 @@ def test_yaml_preset_key_overrides(tmp_path):
     assert c.max_predict_steps == kh.HybridConfig.preset("aggressive").max_predict_steps
 
 
+def test_dict_preset_key_overrides_like_yaml(tmp_path):
+    overrides = {"preset": "outer", "full_steps": 10,
+                 "predictor": {"outer_learning_rate": 1.5}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(overrides))
+    from_yaml = kh.HybridConfig.from_yaml(path)
+    for build in (kh.HybridConfig.from_dict, kh.HybridConfig.resolve):
+        c = build(dict(overrides))
+        assert c == from_yaml
+    outer = kh.HybridConfig.preset("outer")
+    assert c.full_steps == 10
+    assert c.predictor.outer_learning_rate == 1.5
+    assert c.predictor.type == outer.predictor.type == "nesterov"
+    assert c.max_predict_steps == outer.max_predict_steps
+    # The dict passed in is not changed.
+    assert overrides == {"preset": "outer", "full_steps": 10,
+                         "predictor": {"outer_learning_rate": 1.5}}
+
+
+def test_callback_accepts_a_dict_with_a_preset():
+    callback = kh.HybridPredictCallback({"preset": "outer", "full_steps": 10})
+    assert callback.config.full_steps == 10
+    assert callback.config.predictor.type == "nesterov"
+
+
+def test_dict_with_an_unknown_preset_suggests_the_closest():
+    with pytest.raises(ValueError, match="Did you mean the preset 'outer'"):
+        kh.HybridConfig.from_dict({"preset": "outr"})
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
@@ -132,6 +162,19 @@ def test_wrong_preset_name_suggests_the_closest(name, closest):
         assert "['default', 'conservative', 'balanced', 'aggressive', 'outer']" in (
             message
         )
+
+
+@pytest.mark.parametrize("existing,asked", [
+    ("balanced.yaml", "balanced.yml"), ("mine.yml", "mine.yaml"),
+])
+def test_missing_config_file_suggests_the_other_extension(tmp_path, existing,
+                                                         asked):
+    (tmp_path / existing).write_text("warmup_steps: 3\n")
+    with pytest.raises(ValueError) as info:
+        kh.HybridConfig.resolve(str(tmp_path / asked))
+    message = str(info.value)
+    assert f"Did you mean {str(tmp_path / existing)!r}?" in message
+    assert "the preset" not in message
 
 
 def test_missing_config_file_suggests_nothing_unrelated(tmp_path):
