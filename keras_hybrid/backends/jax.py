@@ -184,7 +184,7 @@ def _holder(model):
     if holder is None:
         # A plain object: Keras does not track what it holds.
         holder = types.SimpleNamespace(state=None, sums=None,
-                                       accumulators=())
+                                       accumulators=(), in_call=False)
         model._hybrid_jax = holder
     return holder
 
@@ -206,11 +206,19 @@ def _take_state(model):
 
 
 def sync(model):
-    """Writes the newest state and trajectory sums into the variables."""
+    """Writes the newest state and trajectory sums into the variables.
+
+    Between two calls of the train function the fit loop holds the newest
+    state: it goes into the variables as Keras' callbacks see it
+    (`jax_state_sync()`), and the loop reads them back before its next
+    call, with whatever the runner changed.
+    """
     holder = _holder(model)
     if holder.state is not None:
         set_state(model, holder.state)
         holder.state = None
+    elif not holder.in_call and hasattr(model, "jax_state_sync"):
+        model.jax_state_sync()
     if holder.sums is not None:
         for acc, value in zip(holder.accumulators, holder.sums):
             acc.assign(value)
@@ -237,7 +245,8 @@ def make_dispatcher(model, plain):
         if runner is None:
             logs, state = plain(state, iterator)
             return common.strip_stats(logs), state
-        _holder(model).state = state
+        holder = _holder(model)
+        holder.state, holder.in_call = state, True
         try:
             logs = runner.run(iterator)
         except BaseException:
@@ -249,7 +258,14 @@ def make_dispatcher(model, plain):
             sync(model)
             model._jax_state_synced = True
             raise
-        return logs, current_state(model)
+        finally:
+            holder.in_call = False
+        # The loop owns the newest state from here on: Keras may donate it
+        # (the next call, or `evaluate()` on the validation data after the
+        # epoch) and puts what comes back into the variables. A copy kept
+        # in the holder would be a deleted array by the time the runner
+        # next syncs it into the variables (at the end of `fit()`).
+        return logs, _take_state(model)
 
     return dispatch, stateful_plain
 
