@@ -123,6 +123,7 @@ class HybridModel(keras.Model):
         from keras_hybrid.distribution import check_supported
         from keras_hybrid.validation import check_fit_data
 
+        _check_wrapper_compiled(self)
         check_supported(self)
         check_fit_data(self, x, y, kwargs.get("sample_weight"))
         try:
@@ -259,6 +260,23 @@ def _check_saved_model_backend():
 _NOT_FORWARDED = frozenset(
     ("inputs", "outputs", "input", "output", "input_spec")
 )
+
+
+def _check_wrapper_compiled(model):
+    """Raises a clear error when the model inside a `HybridModel.wrap`
+    wrapper was compiled but the wrapper, which `fit()` trains, was not."""
+    if not isinstance(model, WrappedHybridModel) or model.compiled:
+        return
+    inner = getattr(model, "inner", None)
+    if getattr(inner, "compiled", False):
+        raise ValueError(
+            "The wrapped model was compiled, but not the wrapper that "
+            "`fit()` trains. Compile the model returned by "
+            "`HybridModel.wrap()` instead of the inner model: "
+            "`model = HybridModel.wrap(inner); model.compile(...)`. "
+            f"Received: wrapper={model.name!r} (not compiled) around "
+            f"model={inner.name!r} (compiled)"
+        )
 
 
 def _overrides(model, method):

@@ -130,6 +130,23 @@ def test_wrap_trains_the_original_variables(classification_data):
     assert not np.array_equal(before[0], weights_of(inner)[0])
 
 
+def test_compiling_the_inner_model_instead_of_the_wrapper(
+        classification_data):
+    x, y = classification_data
+    inner = compile_model(build_mlp(0))
+    model = kh.HybridModel.wrap(inner)
+    before = weights_of(inner)
+    with pytest.raises(ValueError) as info:
+        model.fit(x, y, batch_size=128, epochs=1, verbose=0,
+                  callbacks=[kh.HybridPredictCallback()])
+    message = str(info.value)
+    assert "Compile the model returned by `HybridModel.wrap()`" in message
+    assert f"Received: wrapper='hybrid_{inner.name}'" in message
+    assert_same_weights(before, weights_of(inner))
+    # Compiling the wrapper, as the message says, trains.
+    compile_model(model).fit(x, y, batch_size=128, epochs=1, verbose=0)
+
+
 def test_functional_and_subclassed_styles(classification_data):
     x, y = classification_data
     inputs = keras.Input((20,))
