@@ -167,6 +167,8 @@ class HybridPredictCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self.runner is None:
             return
+        if logs and logs.get("val_loss") is not None:
+            self.runner.stats.final_val_loss = float(logs["val_loss"])
         self._report_interventions()
         self._interventions.end_epoch(epoch)
         if not self.runner.config.metrics.log_to_progbar:

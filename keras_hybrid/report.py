@@ -39,6 +39,8 @@ class RunStatistics:
         self.shadow = []
         self.step_times = collections.defaultdict(list)
         self.overhead = collections.Counter()
+        # Keras' `val_loss` at the end of the last epoch that validated.
+        self.final_val_loss = None
 
     def count(self, phase, backward=0, forward=0, steps=0):
         self.steps[Phase(phase).name] += steps
@@ -135,7 +137,13 @@ def prediction_accuracy(stats):
 
 
 def build_report(runner):
-    """Returns the training report of a runner as a JSON-safe dict."""
+    """Returns the training report of a runner as a JSON-safe dict.
+
+    In `training_summary`, `final_loss` is the training loss of the last
+    step's logs (Keras' `loss`: the running mean over the last epoch) and
+    `final_val_loss` the validation loss of the last epoch that validated
+    (Keras' `val_loss`; `None` when `fit()` had no validation data).
+    """
     stats = runner.stats
     history = runner.controller.history
     predicts = [r.length for r in history if r.phase == "PREDICT"]
@@ -156,6 +164,7 @@ def build_report(runner):
         "predictions_accepted": stats.predictions_accepted,
         "predictions_rejected": stats.predictions_rejected,
         "final_loss": runner.final_loss,
+        "final_val_loss": stats.final_val_loss,
         "wall_time_s": runner.wall_time,
         "wall_clock_speedup": None,
     }

@@ -117,9 +117,13 @@ def summary_text(report):
             if kinds else "none"
         ) + "."
     )
+    val_loss = s.get("final_val_loss")
     lines.append(
-        f"final loss {_fmt(s.get('final_loss'), '.4f')}, wall-clock "
-        f"{_fmt(s.get('wall_time_s'), '.1f')} s."
+        "final training loss (last epoch's mean) "
+        f"{_fmt(s.get('final_loss'), '.4f')}"
+        + ("" if val_loss is None
+           else f", final validation loss {_fmt(val_loss, '.4f')}")
+        + f", wall-clock {_fmt(s.get('wall_time_s'), '.1f')} s."
     )
     return "\n".join(lines)
 
@@ -145,6 +149,16 @@ def plot_report(report, path):
     from keras_hybrid.dependencies import require
 
     require("matplotlib", "Drawing the report's timeline")
+    figure = timeline_figure(report)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    figure.savefig(path)
+    return path
+
+
+def timeline_figure(report):
+    """The matplotlib `Figure` that `plot_report` writes (matplotlib must be
+    installed)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -166,7 +180,7 @@ def plot_report(report, path):
     if curve:
         steps, losses = zip(*curve)
         axes.plot(steps, losses, color="black", linewidth=1.2,
-                  label="training loss (epoch running mean, steps that trained)")
+                  label="training loss (batch loss of the steps that trained)")
     accepted = [(j["step"], min(t[1] for t in j["tried"]))
                 for j in report.get("jumps") or []
                 if j.get("accepted_scale") is not None and j.get("tried")]
@@ -199,7 +213,4 @@ def plot_report(report, path):
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, loc="upper right")
     figure.tight_layout()
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    figure.savefig(path)
-    return path
+    return figure

@@ -3,12 +3,15 @@
 import json
 import math
 
+import keras
+import numpy as np
 import pytest
 
 import keras_hybrid as kh
 from keras_hybrid import cli
 from keras_hybrid.report_plot import LossCurve
 from keras_hybrid.report_plot import summary_text
+from keras_hybrid.report_plot import timeline_figure
 from tests.helpers import build_mlp
 from tests.helpers import compile_model
 from tests.helpers import eager_config
@@ -71,6 +74,69 @@ def test_cli_report_prints_summary_and_writes_png(report_path, capsys):
     other = report_path.parent / "custom.png"
     assert cli.main(["report", str(report_path), "--out", str(other)]) == 0
     assert other.stat().st_size > 0
+
+
+def _data(n=256, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 20)).astype("float32")
+    y = np.argmax(x @ rng.normal(size=(20, 10)), axis=1).astype("int32")
+    return x, y
+
+
+class _RunningLoss(keras.callbacks.Callback):
+    """Keras' `loss` after every batch: the running mean over the epoch."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.means = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.means.append(float(logs["loss"]))
+
+
+def test_final_losses_are_keras_loss_and_val_loss():
+    x, y = _data()
+    model = compile_model(kh.HybridModel.wrap(build_mlp(0)))
+    callback = kh.HybridPredictCallback(eager_config())
+    history = model.fit(x, y, batch_size=32, epochs=2, verbose=0,
+                        validation_data=_data(64, seed=1),
+                        callbacks=[callback])
+    summary = callback.report()["training_summary"]
+    assert summary["final_loss"] == pytest.approx(history.history["loss"][-1])
+    assert summary["final_val_loss"] == pytest.approx(
+        history.history["val_loss"][-1])
+    assert summary["final_val_loss"] != summary["final_loss"]
+    assert model.statistics()["final_val_loss"] == summary["final_val_loss"]
+    text = summary_text(callback.report())
+    assert f"final training loss (last epoch's mean) {summary['final_loss']:.4f}" in text
+    assert f"final validation loss {summary['final_val_loss']:.4f}" in text
+    # Without validation data there is no validation loss, and none is shown.
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[callback])
+    summary = callback.report()["training_summary"]
+    assert summary["final_val_loss"] is None
+    assert "validation" not in summary_text(callback.report())
+
+
+def test_loss_curve_and_its_legend_are_the_batch_loss():
+    x, y = _data()
+    model = compile_model(kh.HybridModel.wrap(build_mlp(0)))
+    callback = kh.HybridPredictCallback(eager_config(enable_prediction=False))
+    running = _RunningLoss()
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, shuffle=False,
+              callbacks=[callback, running])
+    # Equal batches: the k-th batch loss from the running means.
+    means = np.asarray(running.means, dtype="float64")
+    k = np.arange(1, len(means) + 1)
+    batch_losses = k * means - (k - 1) * np.concatenate([[0.0], means[:-1]])
+    report = callback.report()
+    curve = dict(report["loss_curve"])
+    assert sorted(curve) == list(k)
+    np.testing.assert_allclose([curve[s] for s in k], batch_losses,
+                               rtol=1e-4)
+    assert not np.allclose([curve[s] for s in k], means, rtol=1e-4)
+    pytest.importorskip("matplotlib")
+    legend = timeline_figure(report).axes[0].get_legend()
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert "training loss (batch loss of the steps that trained)" in labels
 
 
 def test_cli_report_errors(tmp_path, capsys):
