@@ -40,7 +40,8 @@ def describe(event):
     signal = event.get("signal") or "unknown"
     for prefix, kind, text in _KINDS:
         if outcome.startswith(prefix):
-            detail = outcome[len(prefix):].lstrip(" :")
+            # "Kind: detail" (older reports: "Kind, detail").
+            detail = outcome[len(prefix):].lstrip(" :,")
             what = text.format(outcome=detail or prefix)
             break
     else:

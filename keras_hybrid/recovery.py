@@ -64,8 +64,8 @@ class RecoveryMixin:
                                  f"optimizer restored to step {self._good_step}")
                 self.model._detach_runner()
                 raise divergence.DivergenceError(action.reason)
+            outcome += f": to step {self._good_step}"
             outcome += self._scale_learning_rate(action.learning_rate_factor)
-            outcome += f" (to step {self._good_step})"
             c.force_full(2 * self.config.full_steps)
             if c.phase == Phase.FULL:
                 self._start_full()

@@ -23,7 +23,7 @@ HYBRID_KEYS = ("phase", "confidence", "backward_reduction", "predicted_loss")
     ("rejected_before_apply", "discarded"),
     ("ForceFullPhase", "forced_full"),
     ("ReducePredictRatio", "shorter_predictions"),
-    ("RollbackAndRetry, learning rate -> 0.005 (to step 40)", "rollback"),
+    ("RollbackAndRetry: to step 40, learning rate -> 0.005", "rollback"),
     ("Abort: weights and optimizer restored to step 40", "abort"),
     ("something new", "other"),
 ])
@@ -35,7 +35,19 @@ def test_describe_names_kind_step_and_signal(outcome, kind):
     assert message.startswith("step 57: ")
     assert "(signal: loss_spike)" in message
     if kind == "rollback":
-        assert "learning rate -> 0.005 (to step 40)" in message
+        assert message == (
+            "step 57: rolled back to the last good weights (to step 40, "
+            "learning rate -> 0.005) (signal: loss_spike)."
+        )
+
+
+def test_describe_reads_the_older_rollback_outcome_without_a_stray_comma():
+    _, message = describe({
+        "step": 1, "signal": "non_finite_loss",
+        "outcome": "RollbackAndRetry, learning rate -> 0.005 (to step 0)",
+    })
+    assert "(," not in message
+    assert "last good weights (learning rate -> 0.005 (to step 0))" in message
 
 
 def test_intervention_log_reports_each_kind_once_per_epoch():
@@ -72,7 +84,7 @@ class _Inject(keras.callbacks.Callback):
         if batch in self.batches:
             self.hybrid.runner.stats.event(
                 self.hybrid.runner.controller.step, "loss_spike",
-                "RollbackAndRetry, learning rate -> 0.005 (to step 4)",
+                "RollbackAndRetry: to step 4, learning rate -> 0.005",
             )
 
 

@@ -279,8 +279,54 @@ def test_terminate_on_nan_stops_before_any_good_point():
     # training started from (the first good point).
     events = report["divergence_events"]
     assert events and "non_finite" in events[0]["signal"]
-    assert events[0]["outcome"].startswith("RollbackAndRetry")
-    assert events[0]["outcome"].endswith("(to step 0)")
+    assert events[0]["outcome"].startswith("RollbackAndRetry: to step 0, ")
+
+
+def overflowing_model():
+    """Keras' `CSVLoggerTest.test_stop_training_csv` model: the first
+    batch's loss overflows to `inf`."""
+    keras.utils.set_random_seed(0)
+    big = keras.initializers.Constant(1e5)
+    return keras.Sequential(
+        [keras.Input((3,))]
+        + [keras.layers.Dense(2, activation="relu", kernel_initializer=big)
+           for _ in range(5)]
+        + [keras.layers.Dense(2)]
+    )
+
+
+def test_terminate_on_nan_with_csv_logger(tmp_path, capsys):
+    # The loss logged is Keras' own (`inf`, the first batch's). Plain Keras
+    # then applies the non-finite update, its weights become NaN and its
+    # validation loss is `nan`; keras-hybrid refuses that update inside the
+    # step and rolls back, so its weights stay finite and its validation
+    # loss is `inf`.
+    rng = np.random.default_rng(0)
+    x = rng.random((10, 3)).astype("float32")
+    y = keras.utils.to_categorical(rng.integers(0, 2, size=10), 2)
+    rows, finite = {}, {}
+    for hybrid in (False, True):
+        model = overflowing_model()
+        callbacks = [keras.callbacks.TerminateOnNaN()]
+        if hybrid:
+            model = kh.HybridModel.wrap(model)
+            callbacks.append(
+                kh.HybridPredictCallback(eager_config(**QUIET), verbose=1))
+        model.compile(optimizer="sgd", loss="mse")
+        path = tmp_path / f"hybrid_{hybrid}.csv"
+        callbacks.append(keras.callbacks.CSVLogger(str(path)))
+        model.fit(x, y, batch_size=4, epochs=3, validation_data=(x, y),
+                  verbose=0, callbacks=callbacks)
+        rows[hybrid] = [line.split(",")
+                        for line in path.read_text().split()]
+        finite[hybrid] = all(np.isfinite(w).all() for w in model.get_weights())
+    assert rows[False] == [["epoch", "loss", "val_loss"], ["0", "inf", "nan"]]
+    assert rows[True] == [["epoch", "loss", "val_loss"], ["0", "inf", "inf"]]
+    assert finite == {False: False, True: True}
+    out = capsys.readouterr().out
+    assert ("step 1: rolled back to the last good weights (to step 0, "
+            "learning rate -> 0.005) (signal: non_finite") in out
+    assert "(," not in out
 
 
 class Counter(keras.layers.Layer):

@@ -54,7 +54,8 @@ COMMON = {
         "expects the weights to become NaN after an infinite loss: "
         "keras-hybrid refuses a non-finite update inside the step, so the "
         "weights stay finite and the validation loss logged is `inf`, not "
-        "`nan`",
+        "`nan` (the training loss logged is Keras' own, `inf`; "
+        "`tests/test_compat.py::test_terminate_on_nan_with_csv_logger`)",
     ),
     "terminate_on_nan_test.py::TerminateOnNaNTest::"
     "test_terminate_on_nan_graceful_stop": _NON_FINITE_DATA,
