@@ -67,11 +67,17 @@ def import_keras():
     """Imports Keras; if the backend it selects is not installed, raises an
     `ImportError` naming the extra instead of Keras' own traceback.
 
+    In the `keras-hybrid` command, TensorFlow's start-up lines are kept out
+    of its output (see `keras_hybrid.tf_startup`).
+
     Returns:
         The `keras` module.
     """
+    from keras_hybrid.tf_startup import quiet_cli_startup
+
     try:
-        return importlib.import_module("keras")
+        with quiet_cli_startup():
+            return importlib.import_module("keras")
     except ImportError as e:
         backend = _selected_backend()
         missing = (getattr(e, "name", None) or "").split(".")[0]

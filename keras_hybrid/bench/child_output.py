@@ -9,29 +9,10 @@ and a thread of the parent forwards the lines worth reading.
 
 import contextlib
 import os
-import re
 import sys
 import threading
 
-# Lines TensorFlow (and XLA) print when they load, not about the run.
-STARTUP_PATTERNS = tuple(re.compile(p) for p in (
-    r"All log messages before absl::InitializeLog\(\) is called",
-    r"oneDNN custom operations are on",
-    r"This TensorFlow binary is optimized to use available CPU instructions",
-    r"To enable the following instructions: .* rebuild TensorFlow",
-    r"Unable to register cu(DNN|FFT|BLAS) factory",
-    r"computation placer already registered",
-    r"TF-TRT Warning: Could not find TensorRT",
-    r"Could not find cuda drivers on your machine",
-    # The GPU build of TensorFlow on a machine without a usable GPU.
-    r"failed call to cuInit",
-    r"cuda_dnn\.cc|cuda_fft\.cc|cuda_blas\.cc",
-))
-
-
-def is_startup_line(line):
-    """Whether `line` is one of TensorFlow's start-up lines."""
-    return any(p.search(line) for p in STARTUP_PATTERNS)
+from keras_hybrid.tf_startup import is_startup_line
 
 
 def _forward(read_fd, target_fd):
