@@ -21,6 +21,8 @@ from keras_hybrid.divergence import DivergenceError
 from keras_hybrid.divergence import DivergenceLevel
 from keras_hybrid.divergence import DivergenceMonitor
 from keras_hybrid.divergence import HybridTrainingError
+from keras_hybrid.freezing import FreezeSchedule
+from keras_hybrid.groups import LayerGroups
 from keras_hybrid.model import HybridModel
 from keras_hybrid.model import WrappedHybridModel
 from keras_hybrid.phases import IllegalTransitionError
@@ -44,6 +46,8 @@ __all__ = [
     "HybridTrainingError",
     "IllegalTransitionError",
     "MetricsConfig",
+    "FreezeSchedule",
+    "LayerGroups",
     "Phase",
     "PhaseController",
     "PredictorConfig",

@@ -10,6 +10,8 @@ from keras_hybrid import backends
 from keras_hybrid import checkpoint
 from keras_hybrid import weight_average
 from keras_hybrid.config import HybridConfig
+from keras_hybrid.freezing import Freezer
+from keras_hybrid.freezing import FreezeSchedule
 from keras_hybrid.messages import InterventionLog
 from keras_hybrid.report import build_report
 from keras_hybrid.report import save_report
@@ -40,6 +42,10 @@ class HybridPredictCallback(keras.callbacks.Callback):
             defaults. Validated here and again when training begins.
         verbose: `"auto"` prints the messages when `fit()`'s `verbose` is
             not 0; `0` never, `1` always.
+        freeze: a `FreezeSchedule` (or its config dict): freezes and
+            unfreezes the model's layer groups inside this `fit()`; it takes
+            the place of the config's `freeze`. With the `"plain"` preset
+            the schedule runs alone, with no prediction.
 
     Example:
 
@@ -50,7 +56,7 @@ class HybridPredictCallback(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, config=None, verbose="auto"):
+    def __init__(self, config=None, verbose="auto", freeze=None):
         super().__init__()
         if verbose not in ("auto", 0, 1, True, False):
             raise ValueError(
@@ -58,6 +64,9 @@ class HybridPredictCallback(keras.callbacks.Callback):
                 f"Received: verbose={verbose!r}"
             )
         self.config = None if config is None else HybridConfig.resolve(config)
+        self.freeze = None if freeze is None else FreezeSchedule.from_config(
+            freeze
+        )
         if self.config is not None:
             backends.get()  # an unsupported backend fails here
         self.verbose = verbose
@@ -97,6 +106,7 @@ class HybridPredictCallback(keras.callbacks.Callback):
             self.runner.total_steps = int(params["steps"]) * int(
                 params["epochs"]
             )
+        self._attach_freezer(config, params)
         self._resume_metrics = None
         resume = getattr(model, "_hybrid_resume", None)
         if resume is not None:
@@ -113,6 +123,27 @@ class HybridPredictCallback(keras.callbacks.Callback):
         # A resumed run's events were reported by the run that made them.
         self._interventions.seen = len(self.runner.stats.events)
         self._epoch_logs = {}
+
+    def _attach_freezer(self, config, params):
+        """Gives the runner the freeze schedule's `Freezer` (checked against
+        the model and the run's length here, before training)."""
+        schedule = self.freeze
+        if schedule is None and config.freeze is not None:
+            schedule = FreezeSchedule.from_config(config.freeze)
+        if schedule is None:
+            return
+        model = self.model
+        if not model.built:
+            raise ValueError(
+                "A freeze schedule groups the model's layers, so the model "
+                "must be built before fit(): call it on a batch or "
+                f"`model.build(input_shape)` first. Received: model "
+                f"{model.name!r} (not built)"
+            )
+        self.runner.freezer = Freezer(
+            schedule, model, steps_per_epoch=self.runner.steps_per_epoch,
+            total_steps=self.runner.total_steps,
+        )
 
     def _print(self, message):
         verbose = self.verbose
@@ -258,9 +289,10 @@ class HybridPredictCallback(keras.callbacks.Callback):
 
 def hybrid_logs(runner):
     """The hybrid's entries for logs: `phase` (an int), `confidence`,
-    `backward_reduction` and `predicted_loss` (NaN before a forecast)."""
+    `backward_reduction` and `predicted_loss` (NaN before a forecast), and
+    `frozen_groups` under a freeze schedule."""
     predicted = runner.predicted_loss
-    return {
+    logs = {
         "phase": int(runner.controller.phase),
         "confidence": float(runner.confidence),
         "backward_reduction": float(runner.stats.backward_reduction()),
@@ -268,3 +300,7 @@ def hybrid_logs(runner):
             float("nan") if predicted is None else float(predicted)
         ),
     }
+    if runner.freezer is not None:
+        # The bottom groups frozen at the end of the epoch.
+        logs["frozen_groups"] = int(runner.freezer.depth)
+    return logs

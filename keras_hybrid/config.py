@@ -20,7 +20,7 @@ SHRINKAGE_MODES = ("tensor", "coordinate", "none")
 HORIZON_POLICIES = ("confidence", "ucb1", "linucb")
 PREDICT_MODES = ("jump", "per_step")
 PRESET_NAMES = (
-    "default", "conservative", "balanced", "aggressive", "outer",
+    "default", "conservative", "balanced", "aggressive", "outer", "plain",
 )
 
 
@@ -434,6 +434,10 @@ class HybridConfig:
             this many. An accepted prediction ends the back-off. `0`: every
             FULL phase fits the predictor.
         seed: seed of the callback's own randomness.
+        freeze: a freeze schedule as a dict (`FreezeSchedule.get_config()`
+            output: `events`, `groups`, `num_groups`, `unit`,
+            `unfreeze_every`), or `None`. A `FreezeSchedule` passed to the
+            callback takes its place.
         predictor, divergence, metrics, checkpoint: the sub-configs.
 
     Example:
@@ -468,6 +472,7 @@ class HybridConfig:
     enable_prediction: bool = True
     max_quiet_phases: int = 8
     seed: int = 0
+    freeze: object = None
     predictor: PredictorConfig = dataclasses.field(
         default_factory=PredictorConfig
     )
@@ -553,6 +558,12 @@ class HybridConfig:
         _check_bool("", "enable_prediction", self.enable_prediction)
         _check_int("", "max_quiet_phases", self.max_quiet_phases, 0)
         _check_int("", "seed", self.seed, 0)
+        if self.freeze is not None:
+            from keras_hybrid.freezing import FreezeSchedule
+
+            if isinstance(self.freeze, FreezeSchedule):
+                self.freeze = self.freeze.get_config()
+            FreezeSchedule.from_config(self.freeze)  # checks it
 
     def validate(self):
         """Checks every field again, with the messages of construction.
@@ -653,7 +664,7 @@ class HybridConfig:
 
         Args:
             name: one of `"default"`, `"conservative"`, `"balanced"`,
-                `"aggressive"`, `"outer"`.
+                `"aggressive"`, `"outer"`, `"plain"` (no prediction).
         """
         if name not in PRESET_NAMES:
             raise ValueError(
@@ -762,6 +773,10 @@ _PRESETS = {
     # back are then trained on from the jumped weights. Every batch gets
     # its backward pass and no forward pass is added; the gain is reaching
     # a loss sooner.
+    # No prediction: every step trains, and the callback's other services
+    # run (freeze schedules, the divergence monitor and rollback,
+    # checkpoints, the report).
+    "plain": {"enable_prediction": False},
     "outer": {
         "warmup_steps": 60,
         "full_steps": 30,

@@ -52,6 +52,9 @@ class HybridModel(keras.Model):
         self._hybrid_resume = None
         self._hybrid_last_runner = None
         self._hybrid_compiled = None
+        # One bool per trainable variable while a freeze schedule holds
+        # some frozen (read when a train step is traced); `None`: none.
+        self._hybrid_live = None
         self.hybrid_config = None
 
     # ---------------------------------------------------------- wrapping
@@ -133,7 +136,11 @@ class HybridModel(keras.Model):
 
     # -------------------------------------------------------- attaching
     def _detach_runner(self):
-        """Detaches the runner, keeping it for `statistics()`."""
+        """Detaches the runner, keeping it for `statistics()`; frozen
+        groups train again, as the user left them."""
+        runner = self._hybrid_runner
+        if runner is not None and runner.freezer is not None:
+            runner.freezer.release()
         if self._hybrid_runner is not None:
             self._hybrid_last_runner = self._hybrid_runner
             self._hybrid_runner = None

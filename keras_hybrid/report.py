@@ -136,6 +136,20 @@ def prediction_accuracy(stats):
     }
 
 
+def backward_work_saved_pct(runner):
+    """The backward work the run did not do, as a percentage of one full
+    backward pass per step: skipped steps save all of theirs, steps with
+    frozen layer groups the share the groups' estimated cost says (see
+    `LayerGroups.backward_work`)."""
+    stats = runner.stats
+    total = stats.total_steps
+    if not total:
+        return 0.0
+    freezer = getattr(runner, "freezer", None)
+    work = stats.backward if freezer is None else freezer.work(stats.backward)
+    return 100.0 * (1.0 - work / total)
+
+
 def build_report(runner):
     """Returns the training report of a runner as a JSON-safe dict.
 
@@ -160,6 +174,7 @@ def build_report(runner):
         "forward_passes": stats.forward,
         "corrections": stats.corrections,
         "backward_reduction_pct": 100.0 * stats.backward_reduction(),
+        "backward_work_saved_pct": backward_work_saved_pct(runner),
         "predictions_attempted": stats.predictions_attempted,
         "predictions_accepted": stats.predictions_accepted,
         "predictions_rejected": stats.predictions_rejected,
@@ -193,10 +208,14 @@ def build_report(runner):
             100.0 * overhead_s / total_time if total_time > 0 else None
         ),
     }
+    freezer = getattr(runner, "freezer", None)
     return clean_json({
         "version": REPORT_VERSION,
         "config": runner.config.to_dict(),
         "training_summary": summary,
+        "freezing": (
+            None if freezer is None else freezer.summary(stats.backward)
+        ),
         "phase_statistics": phase_statistics,
         "divergence_events": list(stats.events),
         "predictor_overhead": overhead,

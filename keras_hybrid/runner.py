@@ -109,6 +109,8 @@ class HybridRunner(RecoveryMixin):
         # Called after every call of the fit loop (the callback's periodic
         # checkpoints and messages); `None`: nothing.
         self.after_call = None
+        # A `freezing.Freezer` carrying out a freeze schedule; `None`: none.
+        self.freezer = None
         if model.trainable_variables:
             self._setup()
 
@@ -131,17 +133,18 @@ class HybridRunner(RecoveryMixin):
             self.trajectory.reset()
             self.deltas = cached.deltas
             self._predict_start = cached.predict_start
-            self.functions = cached.functions
             self._good_vars = cached.good_vars
         else:
             self._build_functions()
             # A plain object: Keras does not track what it holds as the
-            # model's own variables.
+            # model's own variables. `functions`: the compiled functions
+            # of each set of frozen weights (see `use_live_functions`).
             model._hybrid_compiled = types.SimpleNamespace(
                 key=key, trajectory=self.trajectory, deltas=self.deltas,
-                predict_start=self._predict_start, functions=self.functions,
-                good_vars=None,
+                predict_start=self._predict_start,
+                functions={None: self.functions}, good_vars=None,
             )
+        self.use_live_functions()
         self.predictor = dynamics.get(self.config, self.trajectory,
                                       optimizer=model.optimizer)
         # The weights training starts from are the first rollback target: a
@@ -151,6 +154,39 @@ class HybridRunner(RecoveryMixin):
         self.model._hybrid_compiled.good_vars = self._good_vars
         if self.controller.phase == Phase.FULL:
             self._start_full()
+
+    def use_live_functions(self):
+        """Runs the compiled functions of the weights trainable now
+        (`model._hybrid_live`, set by a freeze): each set of frozen weights
+        has its own, traced once and kept with the model."""
+        model = self.model
+        live = getattr(model, "_hybrid_live", None)
+        cache = model._hybrid_compiled.functions
+        if live not in cache:
+            cache[live] = self.backend.make_phase_functions(
+                model, self.trajectory.accumulators, self.deltas
+            )
+        self.functions = cache[live]
+
+    def _follow_schedule(self):
+        """Switches to the frozen depth the freeze schedule gives this
+        step, if it changed: a running prediction ends first (a freeze is
+        a change the prediction did not foresee)."""
+        freezer = self.freezer
+        depth = freezer.depth_at(self.controller.step)
+        if depth == freezer.depth:
+            return
+        self.backend.sync(self.model)
+        optimizer = self.model.optimizer
+        if not optimizer.built:
+            # Built for every trainable weight, frozen or not (a step that
+            # trains a subset first would build it for that subset only).
+            with self.backend.variable_scope(self.model):
+                optimizer.build(self.model.trainable_variables)
+        if self.controller.phase == Phase.PREDICT:
+            self.force_full(0)
+        freezer.switch(self.controller.step, depth, self.stats.backward)
+        self.use_live_functions()
 
     def _build_functions(self):
         model = self.model
@@ -197,6 +233,9 @@ class HybridRunner(RecoveryMixin):
                 return self._decorate(self._bootstrap(iterator, start), phase)
             self.backend.sync(self.model)
             self._setup()
+        if self.freezer is not None:
+            self._follow_schedule()
+            phase = self.controller.phase
         if phase == Phase.PREDICT:
             logs, kind = self._predict_call(iterator)
         else:
@@ -635,6 +674,8 @@ class HybridRunner(RecoveryMixin):
             )
         self._predict_length = int(length)
         outcome = self.predictor.predict_phase_outcome(self.state, length)
+        if self.freezer is not None:
+            outcome = self.freezer.hold_frozen(outcome, self.variables)
         self.stats.add_overhead("predict", time.perf_counter() - start)
         if not (all_finite(outcome.per_step_delta) and all_finite(outcome.start)):
             self.stats.event(

@@ -65,6 +65,9 @@ def runner_state(runner):
         # Statistics not read yet (see `HybridRunner.settle`).
         "pending_statistics": runner.step_stats.get_state(),
         "set_up": runner.functions is not None,
+        "freezer": (
+            None if runner.freezer is None else runner.freezer.get_state()
+        ),
     }
     arrays = {}
     if runner.functions is not None:
@@ -110,10 +113,15 @@ def set_runner_state(runner, json_state, arrays):
     set_object_state(runner, json_state["runner"], RUNNER)
     runner.elapsed_before = float(json_state["elapsed_s"])
     runner.step_stats.set_state(json_state.get("pending_statistics", []))
+    freezer = json_state.get("freezer")
+    if freezer is not None and runner.freezer is not None:
+        runner.freezer.set_state(freezer)
     if not json_state["set_up"]:
         return
     if runner.functions is None:
         runner._setup()
+    else:
+        runner.use_live_functions()  # the restored frozen depth's
     tr = runner.trajectory
     set_object_state(tr, json_state["trajectory"], TRAJECTORY)
     runner.predictor.set_state(json_state["predictor"])

@@ -58,6 +58,12 @@ def main(mode, predict_mode, directory, predictor="drift"):
     y = np.argmax(x @ w + 0.5 * rng.normal(size=(1024, 10)), axis=1)
     periodic = mode in ("kill", "resume")
     extra = {}
+    if predictor == "drift-freeze":
+        # The head alone, then everything: the kill at step 37 falls
+        # between the schedule's events (steps 0 and 50), which the resumed
+        # run must keep, with the frozen depth's own compiled step.
+        predictor = "drift"
+        extra = dict(freeze={"events": [[0, -1], [50, 0]]})
     if predictor == "drift-quiet":
         # Prediction never pays: the run backs off to quiet FULL phases,
         # whose counters the checkpoints must carry.

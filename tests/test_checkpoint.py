@@ -145,7 +145,8 @@ def run_worker(*args):
      ("per_step", "kill_predict", "resume_predict", "drift"),
      ("jump", "kill_predict", "resume_predict", "linear"),
      ("per_step", "kill", "resume", "mlp"),
-     ("jump", "kill", "resume", "drift-quiet")],
+     ("jump", "kill", "resume", "drift-quiet"),
+     ("jump", "kill", "resume", "drift-freeze")],
 )
 def test_resume_after_sigkill_is_bit_exact(tmp_path, predict_mode, kill, resume,
                                            predictor):

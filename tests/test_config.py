@@ -159,7 +159,8 @@ def test_wrong_preset_name_suggests_the_closest(name, closest):
             build(name)
         message = str(info.value)
         assert f"Did you mean the preset {closest!r}?" in message
-        assert "['default', 'conservative', 'balanced', 'aggressive', 'outer']" in (
+        assert ("['default', 'conservative', 'balanced', 'aggressive', "
+                "'outer', 'plain']") in (
             message
         )
 

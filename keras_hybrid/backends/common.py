@@ -53,6 +53,21 @@ def update_is_finite(loss, grad_norm):
     )
 
 
+def live_variables(model):
+    """The trainable variables a training step updates: all of them, or
+    those a freeze leaves trainable (`model._hybrid_live`, one bool per
+    trainable variable, read when the step is traced).
+
+    Returns:
+        `(variables, partial)`: the list, and whether some are frozen.
+    """
+    variables = model.trainable_variables
+    mask = getattr(model, "_hybrid_live", None)
+    if mask is None or len(mask) != len(variables):
+        return variables, False
+    return [v for v, live in zip(variables, mask) if live], True
+
+
 def forward(model, data, training):
     """Forward pass and compiled loss of one batch.
 

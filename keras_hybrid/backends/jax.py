@@ -46,9 +46,23 @@ def train_step(model, state, data):
     """
     trainable, non_trainable, optimizer_vars, metrics_vars = state
     x, y, sample_weight = common.unpack(data)
-    grad_fn = jax.value_and_grad(model.compute_loss_and_updates, has_aux=True)
+    live = _live_indices(model)
+    if live is None:
+        loss_fn, differentiated = model.compute_loss_and_updates, trainable
+    else:
+        # Differentiated with respect to the trainable groups only: the
+        # frozen ones enter as constants, so nothing below the lowest
+        # trainable group is transposed (no backward there).
+        def loss_fn(live_values, *args, **kwargs):
+            merged = list(trainable)
+            for i, value in zip(live, live_values):
+                merged[i] = value
+            return model.compute_loss_and_updates(merged, *args, **kwargs)
+
+        differentiated = [trainable[i] for i in live]
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (_, aux), grads = grad_fn(
-        trainable, non_trainable, metrics_vars, x, y, sample_weight,
+        differentiated, non_trainable, metrics_vars, x, y, sample_weight,
         training=True, optimizer_variables=optimizer_vars,
     )
     unscaled_loss, y_pred, new_non_trainable, metrics_vars = aux
@@ -57,16 +71,13 @@ def train_step(model, state, data):
     )
     finite = common.update_is_finite(unscaled_loss, norm)
     index = _iterations_index(model)
-    if _guard_kind() == "select":
-        trainable, non_trainable, optimizer_vars = _selected_update(
-            model, finite, grads, trainable, new_non_trainable,
-            non_trainable, optimizer_vars, index,
-        )
-    else:
-        trainable, non_trainable, optimizer_vars = _conditional_update(
-            model, finite, grads, trainable, new_non_trainable,
-            non_trainable, optimizer_vars, index,
-        )
+    update = (
+        _selected_update if _guard_kind() == "select" else _conditional_update
+    )
+    trainable, non_trainable, optimizer_vars = update(
+        model, finite, grads, trainable, new_non_trainable,
+        non_trainable, optimizer_vars, index, live,
+    )
     logs, metrics_vars = model._update_metrics_variables(
         metrics_vars, unscaled_loss, x, y, y_pred, sample_weight
     )
@@ -91,12 +102,40 @@ def _guard_kind():
     return "cond" if jax.default_backend() == "cpu" else "select"
 
 
+def _live_indices(model):
+    """The indices of the trainable variables a step updates (`None`: all;
+    see `common.live_variables`)."""
+    mask = getattr(model, "_hybrid_live", None)
+    if mask is None or len(mask) != len(model.trainable_variables):
+        return None
+    return [i for i, live in enumerate(mask) if live]
+
+
+def _stateless_apply(model, optimizer_vars, grads, trainable, live):
+    """`optimizer.stateless_apply`, updating only the variables at `live`
+    (`None`: all) with `grads` (one per live variable): frozen weights and
+    their slots come back unchanged."""
+    optimizer = model.optimizer
+    if live is None:
+        return optimizer.stateless_apply(optimizer_vars, grads, trainable)
+    variables = model.trainable_variables
+    mapping = list(zip(variables, trainable)) + list(
+        zip(optimizer.variables, optimizer_vars)
+    )
+    with keras.StatelessScope(state_mapping=mapping) as scope:
+        optimizer.apply(grads, [variables[i] for i in live])
+    return (
+        [scope.get_current_value(v) for v in variables],
+        [scope.get_current_value(v) for v in optimizer.variables],
+    )
+
+
 def _conditional_update(model, finite, grads, trainable, new_non_trainable,
-                        non_trainable, optimizer_vars, index):
+                        non_trainable, optimizer_vars, index, live=None):
     def apply(operands):
         trainable, optimizer_vars, _ = operands
-        trainable, optimizer_vars = model.optimizer.stateless_apply(
-            optimizer_vars, grads, trainable
+        trainable, optimizer_vars = _stateless_apply(
+            model, optimizer_vars, grads, trainable, live
         )
         return list(trainable), list(optimizer_vars), list(new_non_trainable)
 
@@ -114,9 +153,9 @@ def _conditional_update(model, finite, grads, trainable, new_non_trainable,
 
 
 def _selected_update(model, finite, grads, trainable, new_non_trainable,
-                     non_trainable, optimizer_vars, index):
-    new_trainable, new_optimizer_vars = model.optimizer.stateless_apply(
-        optimizer_vars, grads, trainable
+                     non_trainable, optimizer_vars, index, live=None):
+    new_trainable, new_optimizer_vars = _stateless_apply(
+        model, optimizer_vars, grads, trainable, live
     )
 
     def keep(new, old):
@@ -421,7 +460,11 @@ def step_jaxpr(model, kind, deltas, batch):
     """
     state = get_state(model)
     if kind == "full":
-        return jax.make_jaxpr(model.train_step)(state, batch)
+        # Traced as the runner calls it (a bound method given to
+        # `make_jaxpr` directly does not see the model's frozen groups).
+        return jax.make_jaxpr(
+            lambda s, b: model.train_step(s, b)
+        )(state, batch)
     if kind == "forward":
         return jax.make_jaxpr(
             lambda s, b: _forward_loss(model, s, b, True)

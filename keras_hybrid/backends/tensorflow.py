@@ -41,18 +41,28 @@ def train_step(model, data):
     every replica); a refused step changes no weight and no optimizer slot
     and only advances `optimizer.iterations` (the batch was seen).
     """
-    with tf.GradientTape() as tape:
+    variables, partial = common.live_variables(model)
+    # With frozen groups, only the trainable ones are watched: the tape
+    # records nothing below the lowest of them, so a frozen prefix runs no
+    # backward at all.
+    with tf.GradientTape(watch_accessed_variables=not partial) as tape:
+        if partial:
+            tape.watch([v.value for v in variables])
         x, y, sample_weight, y_pred, loss = _forward(model, data, True)
         unscaled = _track_loss(model, loss, x)
         scaled = model.optimizer.scale_loss(loss)
-    variables = model.trainable_variables
+    if not partial:
+        # Read after the forward pass, which builds a subclassed model's
+        # weights on its first call.
+        variables = model.trainable_variables
     logs_stats = {common.LOSS_KEY: unscaled}
     if variables:
         grads = tape.gradient(scaled, variables)
         norm = tf.linalg.global_norm([g for g in grads if g is not None])
         finite = _all_replicas(common.update_is_finite(unscaled, norm))
         if model.jit_compile and not tf.distribute.has_strategy():
-            _selected_apply(model.optimizer, grads, variables, finite)
+            _selected_apply(model.optimizer, grads, variables, finite,
+                            model.trainable_variables)
         else:
             _guarded_apply(model.optimizer, grads, variables, finite)
         logs_stats[common.GRAD_NORM_KEY] = norm
@@ -77,17 +87,18 @@ def _all_replicas(finite):
     return tf.equal(bad, 0.0)
 
 
-def _selected_apply(optimizer, grads, variables, finite):
+def _selected_apply(optimizer, grads, variables, finite, all_variables):
     """`optimizer.apply_gradients` only where `finite`, for XLA: the
     update always runs, then every variable it may change takes back its
     previous value where `finite` is false (element-wise selects, which XLA
     fuses into the update; a `tf.cond` there copies the whole optimizer
     state). `optimizer.iterations` advances either way, as after a refused
-    step."""
+    step. The optimizer is built for `all_variables` (every trainable
+    one, frozen or not)."""
     if not optimizer.built:
         # Its slots must exist (outside the compiled function) to be read.
         with tf.init_scope():
-            optimizer.build(variables)
+            optimizer.build(all_variables)
     guarded = [v for v in list(variables) + list(optimizer.variables)
                if v is not optimizer.iterations]
     before = [tf.identity(v.value) for v in guarded]

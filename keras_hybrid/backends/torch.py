@@ -30,10 +30,17 @@ def train_step(model, data):
     model.zero_grad()
     x, y, sample_weight, y_pred, loss = common.forward(model, data, True)
     _track_loss(model, loss, x)
-    variables = model.trainable_weights[:]
+    variables, partial = common.live_variables(model)
+    variables = list(variables)
     logs = {common.LOSS_KEY: loss.detach()}
     if variables:
-        model.optimizer.scale_loss(loss).backward()
+        scaled = model.optimizer.scale_loss(loss)
+        if partial:
+            # Autograd runs only the part of the graph that leads to these
+            # weights: nothing below the lowest trainable group.
+            scaled.backward(inputs=[v.value for v in variables])
+        else:
+            scaled.backward()
         grads = [v.value.grad for v in variables]
         with torch.no_grad():
             norm = _global_norm(grads)
