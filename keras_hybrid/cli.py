@@ -10,6 +10,9 @@ keras-hybrid headroom [--task NAME|all] [--seeds N] [--fractions F,...]
                       [--quick] [--out DIR] [--backend tensorflow|jax|torch]
                       [--schedule constant|cosine]
 keras-hybrid report PATH/report.json [--out PATH.png]
+keras-hybrid freeze-oracle [--task ft-docs,ft-topics] [--out DIR] [--quick]
+                           [--cache-dir DIR] [--seeds S,...] [--blocks K,...]
+                           [--freeze-at T,...] [--lr-grid LR,...]
 keras-hybrid overhead [--task NAME|all] [--config PRESET|PATH] [--quick]
                       [--out DIR] [--backend tensorflow|jax|torch]
                       [--repetitions N] [--steps N]
@@ -144,6 +147,9 @@ def build_parser():
         "train-function call (default: 1; PyTorch supports only 1)",
     )
     overhead.set_defaults(command_parser=overhead)
+    from keras_hybrid.bench import freeze_oracle
+
+    freeze_oracle.add_subcommand(commands)
     report = commands.add_parser(
         "report",
         help="summarize a training report (from "
@@ -322,7 +328,7 @@ def _resolve_common_args(parser, args):
     """`--task`, `--seeds`, `--quick`, `--out`, `--backend` and
     `--schedule`, validated."""
     from keras_hybrid.bench.schedules import SCHEDULES
-    from keras_hybrid.bench.tasks import TASK_NAMES
+    from keras_hybrid.bench.tasks import KNOWN_TASK_NAMES
 
     if args.schedule not in SCHEDULES:
         parser.error(
@@ -330,9 +336,10 @@ def _resolve_common_args(parser, args):
             f"Received: --schedule={args.schedule!r}"
         )
     task = args.task or (QUICK_TASK if args.quick else "all")
-    if task != "all" and task not in TASK_NAMES:
+    if task != "all" and task not in KNOWN_TASK_NAMES:
         parser.error(
-            f"unknown task; expected 'all' or one of {list(TASK_NAMES)}. "
+            "unknown task; expected 'all' or one of "
+            f"{list(KNOWN_TASK_NAMES)}. "
             f"Received: --task={task!r}"
         )
     seeds = getattr(args, "seeds", None) or (
@@ -412,6 +419,10 @@ def main(argv=None):
         return _run_arms("headroom", run_headroom, kwargs)
     elif args.command == "report":
         return _report(args)
+    elif args.command == "freeze-oracle":
+        from keras_hybrid.bench import freeze_oracle
+
+        return freeze_oracle.main(args)
     elif args.command == "overhead":
         kwargs = resolve_overhead_args(args.command_parser, args)
         from keras_hybrid.bench.overhead_run import run_overhead

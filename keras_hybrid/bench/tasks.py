@@ -52,6 +52,10 @@ import numpy as np
 from keras_hybrid.bench.transformer import byte_transformer
 
 TASK_NAMES = ("mnist1d-mlp", "mnist1d-cnn", "stdlib-lm", "stdlib-gpt")
+# Fine-tuning tasks (`keras_hybrid.bench.finetune`): built by `get_task` but
+# not part of "all" (their first build pretrains a backbone, minutes).
+FINETUNE_TASK_NAMES = ("ft-docs", "ft-topics")
+KNOWN_TASK_NAMES = TASK_NAMES + FINETUNE_TASK_NAMES
 
 # ---------------------------------------------------------------------------
 # Sizes, measured with the TensorFlow backend on two CPU cores. A full
@@ -316,16 +320,24 @@ def get_task(name, quick=False):
 
     Args:
         name: one of `TASK_NAMES`: `"mnist1d-mlp"`, `"mnist1d-cnn"`,
-            `"stdlib-lm"` or `"stdlib-gpt"`.
+            `"stdlib-lm"` or `"stdlib-gpt"`; or a fine-tuning task of
+            `FINETUNE_TASK_NAMES`, `"ft-docs"` or `"ft-topics"` (see
+            `keras_hybrid.bench.finetune`; its first build pretrains and
+            caches the backbone).
         quick: if `True`, return a smaller version (fewer samples and epochs)
             for smoke runs.
 
     Returns:
         A `Task`.
     """
+    if name in FINETUNE_TASK_NAMES:
+        from keras_hybrid.bench.finetune import get_finetune_task
+
+        return get_finetune_task(name, quick=quick)
     if name not in TASK_NAMES:
         raise ValueError(
-            f"`name` must be one of {TASK_NAMES}. Received: name={name!r}"
+            f"`name` must be one of {KNOWN_TASK_NAMES}. "
+            f"Received: name={name!r}"
         )
     quick = bool(quick)
     if name == "mnist1d-mlp":
