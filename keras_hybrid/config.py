@@ -21,6 +21,7 @@ HORIZON_POLICIES = ("confidence", "ucb1", "linucb")
 PREDICT_MODES = ("jump", "per_step")
 PRESET_NAMES = (
     "default", "conservative", "balanced", "aggressive", "outer", "plain",
+    "finetune",
 )
 
 
@@ -355,11 +356,60 @@ class CheckpointConfig:
             )
 
 
+@dataclasses.dataclass
+class LayerwiseConfig:
+    """Layer-wise freezing by measurement (see `keras_hybrid.layerwise`):
+    the lowest trainable layer group is frozen once undoing its recent
+    movement no longer raises the loss of fresh batches.
+
+    Args:
+        enabled: run the check.
+        groups: `"auto"`, layer names (or lists of names) from the input
+            (see `LayerGroups`).
+        num_groups: the number of groups `"auto"` makes.
+        window: steps between two checks of a group (its movement over one
+            window is what a check undoes).
+        check_batches: batches per check, each measured at the current and
+            the reverted weights before it is trained on.
+        tolerance: relative loss increase from undoing a window of movement
+            that still counts as "bought nothing".
+        patience: checks in a row that must find the group settled.
+        start_fraction: no group is frozen before this share of the run.
+    """
+
+    enabled: bool = False
+    groups: object = "auto"
+    num_groups: int = 4
+    window: int = 50
+    check_batches: int = 4
+    tolerance: float = 0.0
+    patience: int = 2
+    start_fraction: float = 0.2
+
+    def __post_init__(self):
+        o = "layerwise."
+        _check_bool(o, "enabled", self.enabled)
+        if not (self.groups == "auto" or isinstance(self.groups, list)
+                or callable(self.groups)):
+            raise ValueError(
+                "`layerwise.groups` must be 'auto', a list of layer names "
+                "(or of lists of names) or a function layer -> key. "
+                f"Received: groups={self.groups!r}"
+            )
+        _check_int(o, "num_groups", self.num_groups, 2)
+        _check_int(o, "window", self.window, 1)
+        _check_int(o, "check_batches", self.check_batches, 1)
+        _check_number(o, "tolerance", self.tolerance, 0.0, 1.0)
+        _check_int(o, "patience", self.patience, 1)
+        _check_number(o, "start_fraction", self.start_fraction, 0.0, 1.0)
+
+
 _SECTIONS = {
     "predictor": PredictorConfig,
     "divergence": DivergenceConfig,
     "metrics": MetricsConfig,
     "checkpoint": CheckpointConfig,
+    "layerwise": LayerwiseConfig,
 }
 
 
@@ -438,7 +488,8 @@ class HybridConfig:
             output: `events`, `groups`, `num_groups`, `unit`,
             `unfreeze_every`), or `None`. A `FreezeSchedule` passed to the
             callback takes its place.
-        predictor, divergence, metrics, checkpoint: the sub-configs.
+        predictor, divergence, metrics, checkpoint, layerwise: the
+            sub-configs.
 
     Example:
 
@@ -482,6 +533,9 @@ class HybridConfig:
     metrics: MetricsConfig = dataclasses.field(default_factory=MetricsConfig)
     checkpoint: CheckpointConfig = dataclasses.field(
         default_factory=CheckpointConfig
+    )
+    layerwise: LayerwiseConfig = dataclasses.field(
+        default_factory=LayerwiseConfig
     )
 
     def __post_init__(self):
@@ -664,7 +718,8 @@ class HybridConfig:
 
         Args:
             name: one of `"default"`, `"conservative"`, `"balanced"`,
-                `"aggressive"`, `"outer"`, `"plain"` (no prediction).
+                `"aggressive"`, `"outer"`, `"plain"` (no prediction),
+                `"finetune"` (layer-wise freezing by measurement).
         """
         if name not in PRESET_NAMES:
             raise ValueError(
@@ -777,6 +832,14 @@ _PRESETS = {
     # run (freeze schedules, the divergence monitor and rollback,
     # checkpoints, the report).
     "plain": {"enable_prediction": False},
+    # Fine-tuning: every step trains, and the lowest layer group is frozen
+    # once undoing its recent movement no longer raises the loss of fresh
+    # batches (`keras_hybrid.layerwise`): the backward pass then stops
+    # above it.
+    "finetune": {
+        "enable_prediction": False,
+        "layerwise": {"enabled": True},
+    },
     "outer": {
         "warmup_steps": 60,
         "full_steps": 30,

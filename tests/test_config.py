@@ -160,7 +160,7 @@ def test_wrong_preset_name_suggests_the_closest(name, closest):
         message = str(info.value)
         assert f"Did you mean the preset {closest!r}?" in message
         assert ("['default', 'conservative', 'balanced', 'aggressive', "
-                "'outer', 'plain']") in (
+                "'outer', 'plain', 'finetune']") in (
             message
         )
 

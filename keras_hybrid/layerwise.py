@@ -1,0 +1,151 @@
+"""Layer-wise freezing by measurement: freeze the lowest trainable layer
+group once its recent movement stops buying held-out progress.
+
+Fine-tuning from a pretrained start, the lower layers often settle early.
+How far a group moves does not tell whether it settled (in our probes every
+block moved alike where freezing was safe and where it was not); what its
+movement buys does. So every `window` steps the check puts the lowest
+trainable group back where it was one window earlier and compares the loss
+on the next `check_batches` batches, each read before it is trained on
+(data the weights have not been fitted to since the last epoch): if undoing
+the group's last window of movement costs nothing (`loss_reverted <= (1 +
+tolerance) * loss_now`, averaged over the batches) for `patience` windows
+in a row, the group is frozen where it is. Its backward pass stops, and the
+next group up is checked next. The top group (the head) always trains.
+
+Each check step costs two forward passes (the current and the reverted
+weights) on its batch; nothing else changes in training.
+"""
+
+import keras
+import numpy as np
+
+
+
+class SettleCheck:
+    """Decides, by forward checks, when the lowest trainable group freezes.
+
+    The runner asks `wants_batch(step)` before each step; if True it hands
+    the step's batch to `measure(batch)` before training on it. After the
+    step it calls `after_step(step)`, which returns the new frozen depth
+    when a group is to freeze (else `None`).
+
+    Args:
+        settings: a `LayerwiseConfig`.
+        groups: the model's `LayerGroups`.
+        variables: the model's trainable variables (`groups`' indices).
+        eval_loss: `batch -> scalar loss tensor` (inference mode, no state
+            change).
+        total_steps: the run's length in steps (`None` if unknown).
+    """
+
+    def __init__(self, settings, groups, variables, eval_loss,
+                 total_steps=None):
+        self.settings = settings
+        self.groups = groups
+        self.variables = list(variables)
+        self.eval_loss = eval_loss
+        self.total_steps = total_steps
+        self.depth = 0
+        self.votes = 0
+        self.snapshot = None  # the checked group's weights a window ago
+        self.snapshot_step = None
+        self.losses = []  # (loss now, loss reverted) of this check
+        self.decisions = []
+
+    # ------------------------------------------------------------ steps
+    @property
+    def checking(self):
+        """Whether a group is left to check (the top one always trains)."""
+        return self.depth < len(self.groups) - 1
+
+    def wants_batch(self, step):
+        """Whether the batch of `step` is a check batch."""
+        if not self.checking or self.snapshot is None:
+            return False
+        due = self.snapshot_step + self.settings.window
+        return due <= step < due + self.settings.check_batches
+
+    def measure(self, batch):
+        """The loss of `batch` at the current weights and with the checked
+        group put back one window (one host transfer)."""
+        indices = self.groups.variable_indices[self.depth]
+        now = self.eval_loss(batch)
+        current = [keras.ops.copy(self.variables[i].value) for i in indices]
+        for i, value in zip(indices, self.snapshot):
+            self.variables[i].assign(value)
+        reverted = self.eval_loss(batch)
+        for i, value in zip(indices, current):
+            self.variables[i].assign(value)
+        pair = keras.ops.convert_to_numpy(keras.ops.stack([now, reverted]))
+        self.losses.append((float(pair[0]), float(pair[1])))
+
+    def after_step(self, step):
+        """Takes the first snapshot, concludes a check after its last
+        batch; returns the new frozen depth, or `None`."""
+        if not self.checking:
+            return None
+        if self.snapshot is None:
+            self._take_snapshot(step)
+            return None
+        if len(self.losses) < self.settings.check_batches:
+            return None
+        now, reverted = np.mean(np.asarray(self.losses), axis=0)
+        settled = bool(reverted <= (1.0 + self.settings.tolerance) * now)
+        self.votes = self.votes + 1 if settled else 0
+        self.losses = []
+        decision = {
+            "step": int(step), "group": int(self.depth),
+            "loss": float(now), "loss_reverted": float(reverted),
+            "settled": settled, "frozen": False,
+        }
+        freeze = (
+            self.votes >= self.settings.patience
+            and self._past_start(step)
+        )
+        if freeze:
+            decision["frozen"] = True
+            self.depth += 1
+            self.votes = 0
+        self.decisions.append(decision)
+        self._take_snapshot(step)
+        return self.depth if freeze else None
+
+    def _past_start(self, step):
+        if not self.total_steps:
+            return True
+        return step >= self.settings.start_fraction * self.total_steps
+
+    def _take_snapshot(self, step):
+        if not self.checking:
+            self.snapshot = None
+            return
+        indices = self.groups.variable_indices[self.depth]
+        # Copies: on JAX a variable's own array is donated by later steps.
+        self.snapshot = [
+            keras.ops.copy(self.variables[i].value) for i in indices
+        ]
+        self.snapshot_step = int(step)
+
+    # ------------------------------------------------------------ state
+    def get_state(self):
+        return {
+            "depth": self.depth, "votes": self.votes,
+            "snapshot_step": self.snapshot_step, "losses": self.losses,
+            "decisions": self.decisions,
+        }
+
+    def get_arrays(self):
+        return [] if self.snapshot is None else [
+            keras.ops.convert_to_numpy(v) for v in self.snapshot
+        ]
+
+    def set_state(self, state, arrays):
+        self.depth = int(state["depth"])
+        self.votes = int(state["votes"])
+        self.snapshot_step = state["snapshot_step"]
+        self.losses = [tuple(p) for p in state["losses"]]
+        self.decisions = list(state["decisions"])
+        self.snapshot = [keras.ops.convert_to_tensor(a) for a in arrays] or (
+            None
+        )
