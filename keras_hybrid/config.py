@@ -13,6 +13,13 @@ import os
 
 import yaml
 
+from keras_hybrid.validators import check_bool
+from keras_hybrid.validators import check_choice
+from keras_hybrid.validators import check_int
+from keras_hybrid.validators import check_number
+from keras_hybrid.validators import check_optional_str
+from keras_hybrid.validators import check_range
+
 PREDICTOR_TYPES = ("drift", "linear", "mlp", "rssm", "nesterov", "holt")
 BASIS_METHODS = ("pca", "power", "dmd")
 CALIBRATION_METHODS = ("temperature", "binning")
@@ -23,64 +30,6 @@ PRESET_NAMES = (
     "default", "conservative", "balanced", "aggressive", "outer", "plain",
     "finetune",
 )
-
-
-def _check_int(owner, name, value, low=None, high=None):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(
-            f"`{owner}{name}` must be an integer. Received: {name}={value!r}"
-        )
-    _check_range(owner, name, value, low, high)
-
-
-def _check_number(owner, name, value, low=None, high=None, low_open=False):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(
-            f"`{owner}{name}` must be a number. Received: {name}={value!r}"
-        )
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ValueError(
-            f"`{owner}{name}` must be finite. Received: {name}={value!r}"
-        )
-    if low_open and low is not None and value <= low:
-        raise ValueError(
-            f"`{owner}{name}` must be > {low}. Received: {name}={value!r}"
-        )
-    _check_range(owner, name, value, None if low_open else low, high)
-
-
-def _check_range(owner, name, value, low, high):
-    if low is not None and value < low:
-        raise ValueError(
-            f"`{owner}{name}` must be >= {low}. Received: {name}={value!r}"
-        )
-    if high is not None and value > high:
-        raise ValueError(
-            f"`{owner}{name}` must be <= {high}. Received: {name}={value!r}"
-        )
-
-
-def _check_bool(owner, name, value):
-    if not isinstance(value, bool):
-        raise ValueError(
-            f"`{owner}{name}` must be a boolean. Received: {name}={value!r}"
-        )
-
-
-def _check_choice(owner, name, value, choices):
-    if value not in choices:
-        raise ValueError(
-            f"`{owner}{name}` must be one of {list(choices)}. "
-            f"Received: {name}={value!r}"
-        )
-
-
-def _check_optional_str(owner, name, value):
-    if value is not None and not isinstance(value, str):
-        raise ValueError(
-            f"`{owner}{name}` must be a string or None. "
-            f"Received: {name}={value!r}"
-        )
 
 
 @dataclasses.dataclass
@@ -177,50 +126,59 @@ class PredictorConfig:
         self.hidden_dims = tuple(self.hidden_dims)
         self.jump_scales = tuple(self.jump_scales)
         o = "predictor."
-        _check_choice(o, "type", self.type, PREDICTOR_TYPES)
-        _check_int(o, "trajectory_rank", self.trajectory_rank, 1, 64)
-        _check_int(o, "feature_dim", self.feature_dim, 1, 4096)
-        _check_number(o, "l2_regularization", self.l2_regularization, 0.0)
+        check_choice("type", self.type, PREDICTOR_TYPES, owner=o)
+        check_int("trajectory_rank", self.trajectory_rank, 1, 64, owner=o)
+        check_int("feature_dim", self.feature_dim, 1, 4096, owner=o)
+        check_number("l2_regularization", self.l2_regularization, 0.0, owner=o)
         if not self.hidden_dims:
             raise ValueError(
                 "`predictor.hidden_dims` must not be empty. "
                 f"Received: hidden_dims={self.hidden_dims!r}"
             )
         for dim in self.hidden_dims:
-            _check_int(o, "hidden_dims", dim, 1, 65536)
-        _check_choice(
-            o,
-            "activation",
-            self.activation,
-            ("relu", "gelu", "tanh", "silu", "elu", "sigmoid"),
+            check_int("hidden_dims", dim, 1, 65536, owner=o)
+        check_choice(
+            "activation", self.activation,
+            ("relu", "gelu", "tanh", "silu", "elu", "sigmoid"), owner=o,
         )
-        _check_number(o, "dropout", self.dropout, 0.0)
-        _check_range(o, "dropout", self.dropout, None, 0.99)
-        _check_int(o, "deterministic_dim", self.deterministic_dim, 1, 4096)
-        _check_int(o, "stochastic_dim", self.stochastic_dim, 1, 1024)
-        _check_int(o, "num_categoricals", self.num_categoricals, 2, 1024)
-        _check_int(o, "ensemble_size", self.ensemble_size, 1, 32)
-        _check_int(o, "refit_interval", self.refit_interval, 1, 10000)
-        _check_choice(o, "trajectory_basis", self.trajectory_basis,
-                      BASIS_METHODS)
-        _check_number(o, "confidence_scale", self.confidence_scale, 0.0,
-                      low_open=True)
-        _check_choice(o, "calibration", self.calibration, CALIBRATION_METHODS)
+        check_number("dropout", self.dropout, 0.0, owner=o)
+        check_range("dropout", self.dropout, None, 0.99, owner=o)
+        check_int(
+            "deterministic_dim", self.deterministic_dim, 1, 4096, owner=o,
+        )
+        check_int("stochastic_dim", self.stochastic_dim, 1, 1024, owner=o)
+        check_int("num_categoricals", self.num_categoricals, 2, 1024, owner=o)
+        check_int("ensemble_size", self.ensemble_size, 1, 32, owner=o)
+        check_int("refit_interval", self.refit_interval, 1, 10000, owner=o)
+        check_choice(
+            "trajectory_basis", self.trajectory_basis, BASIS_METHODS, owner=o,
+        )
+        check_number(
+            "confidence_scale", self.confidence_scale, 0.0, low_open=True,
+            owner=o,
+        )
+        check_choice(
+            "calibration", self.calibration, CALIBRATION_METHODS, owner=o,
+        )
         if not self.jump_scales:
             raise ValueError(
                 "`predictor.jump_scales` must not be empty. "
                 f"Received: jump_scales={self.jump_scales!r}"
             )
         for scale in self.jump_scales:
-            _check_number(o, "jump_scales", scale, 0.0, 10.0)
-        _check_number(o, "momentum", self.momentum, 0.0)
-        _check_range(o, "momentum", self.momentum, None, 0.999)
-        _check_number(o, "outer_learning_rate", self.outer_learning_rate,
-                      0.0, 10.0, low_open=True)
-        _check_number(o, "min_agreement", self.min_agreement, -1.0, 1.0)
-        _check_number(o, "min_lr_fraction", self.min_lr_fraction, 0.0)
-        _check_range(o, "min_lr_fraction", self.min_lr_fraction, None, 0.999)
-        _check_choice(o, "shrinkage", self.shrinkage, SHRINKAGE_MODES)
+            check_number("jump_scales", scale, 0.0, 10.0, owner=o)
+        check_number("momentum", self.momentum, 0.0, owner=o)
+        check_range("momentum", self.momentum, None, 0.999, owner=o)
+        check_number(
+            "outer_learning_rate", self.outer_learning_rate, 0.0, 10.0,
+            low_open=True, owner=o,
+        )
+        check_number("min_agreement", self.min_agreement, -1.0, 1.0, owner=o)
+        check_number("min_lr_fraction", self.min_lr_fraction, 0.0, owner=o)
+        check_range(
+            "min_lr_fraction", self.min_lr_fraction, None, 0.999, owner=o,
+        )
+        check_choice("shrinkage", self.shrinkage, SHRINKAGE_MODES, owner=o)
         if self.type == "nesterov" and self.shrinkage == "coordinate":
             raise ValueError(
                 "`predictor.shrinkage='coordinate'` is for `type='holt'`; "
@@ -228,7 +186,7 @@ class PredictorConfig:
                 f"predictor.type={self.type!r}, "
                 f"predictor.shrinkage={self.shrinkage!r}"
             )
-        _check_number(o, "min_progress", self.min_progress, 0.0, 2.0)
+        check_number("min_progress", self.min_progress, 0.0, 2.0, owner=o)
 
 
 @dataclasses.dataclass
@@ -274,27 +232,34 @@ class DivergenceConfig:
 
     def __post_init__(self):
         o = "divergence."
-        _check_number(o, "loss_sigma", self.loss_sigma, 0.0, low_open=True)
-        _check_number(
-            o, "grad_explosion_factor", self.grad_explosion_factor, 1.0,
-            low_open=True,
+        check_number(
+            "loss_sigma", self.loss_sigma, 0.0, low_open=True, owner=o,
         )
-        _check_number(
-            o, "grad_vanishing_factor", self.grad_vanishing_factor, 0.0, 1.0,
-            low_open=True,
+        check_number(
+            "grad_explosion_factor", self.grad_explosion_factor, 1.0,
+            low_open=True, owner=o,
         )
-        _check_number(
-            o, "prediction_error", self.prediction_error, 0.0, low_open=True
+        check_number(
+            "grad_vanishing_factor", self.grad_vanishing_factor, 0.0, 1.0,
+            low_open=True, owner=o,
         )
-        _check_int(
-            o, "oscillation_sign_changes", self.oscillation_sign_changes, 1
+        check_number(
+            "prediction_error", self.prediction_error, 0.0, low_open=True,
+            owner=o,
         )
-        _check_int(o, "oscillation_window", self.oscillation_window, 2)
-        _check_int(o, "check_interval_steps", self.check_interval_steps, 1)
-        _check_int(
-            o, "max_consecutive_failures", self.max_consecutive_failures, 1
+        check_int(
+            "oscillation_sign_changes", self.oscillation_sign_changes, 1,
+            owner=o,
         )
-        _check_int(o, "cooldown_phases", self.cooldown_phases, 0)
+        check_int("oscillation_window", self.oscillation_window, 2, owner=o)
+        check_int(
+            "check_interval_steps", self.check_interval_steps, 1, owner=o,
+        )
+        check_int(
+            "max_consecutive_failures", self.max_consecutive_failures, 1,
+            owner=o,
+        )
+        check_int("cooldown_phases", self.cooldown_phases, 0, owner=o)
 
 
 @dataclasses.dataclass
@@ -320,9 +285,9 @@ class MetricsConfig:
     report_path: str = None
 
     def __post_init__(self):
-        _check_bool("metrics.", "log_to_progbar", self.log_to_progbar)
-        _check_bool("metrics.", "log_to_history", self.log_to_history)
-        _check_optional_str("metrics.", "report_path", self.report_path)
+        check_bool("log_to_progbar", self.log_to_progbar, owner="metrics.")
+        check_bool("log_to_history", self.log_to_history, owner="metrics.")
+        check_optional_str("report_path", self.report_path, owner="metrics.")
 
 
 @dataclasses.dataclass
@@ -343,10 +308,10 @@ class CheckpointConfig:
 
     def __post_init__(self):
         o = "checkpoint."
-        _check_optional_str(o, "directory", self.directory)
-        _check_int(o, "save_interval", self.save_interval, 0)
-        _check_int(o, "keep_last_n", self.keep_last_n, 1)
-        _check_bool(o, "include_predictor", self.include_predictor)
+        check_optional_str("directory", self.directory, owner=o)
+        check_int("save_interval", self.save_interval, 0, owner=o)
+        check_int("keep_last_n", self.keep_last_n, 1, owner=o)
+        check_bool("include_predictor", self.include_predictor, owner=o)
         if self.save_interval and not self.directory:
             raise ValueError(
                 "`checkpoint.directory` must be set when "
@@ -388,7 +353,7 @@ class LayerwiseConfig:
 
     def __post_init__(self):
         o = "layerwise."
-        _check_bool(o, "enabled", self.enabled)
+        check_bool("enabled", self.enabled, owner=o)
         if not (self.groups == "auto" or isinstance(self.groups, list)
                 or callable(self.groups)):
             raise ValueError(
@@ -396,12 +361,12 @@ class LayerwiseConfig:
                 "(or of lists of names) or a function layer -> key. "
                 f"Received: groups={self.groups!r}"
             )
-        _check_int(o, "num_groups", self.num_groups, 2)
-        _check_int(o, "window", self.window, 1)
-        _check_int(o, "check_batches", self.check_batches, 1)
-        _check_number(o, "tolerance", self.tolerance, 0.0, 1.0)
-        _check_int(o, "patience", self.patience, 1)
-        _check_number(o, "start_fraction", self.start_fraction, 0.0, 1.0)
+        check_int("num_groups", self.num_groups, 2, owner=o)
+        check_int("window", self.window, 1, owner=o)
+        check_int("check_batches", self.check_batches, 1, owner=o)
+        check_number("tolerance", self.tolerance, 0.0, 1.0, owner=o)
+        check_int("patience", self.patience, 1, owner=o)
+        check_number("start_fraction", self.start_fraction, 0.0, 1.0, owner=o)
 
 
 _SECTIONS = {
@@ -548,29 +513,29 @@ class HybridConfig:
                     f"`{name}` must be a dict or a {cls.__name__}. "
                     f"Received: {name}={value!r}"
                 )
-        _check_int("", "warmup_steps", self.warmup_steps, 0)
-        _check_int("", "full_steps", self.full_steps, 2)
-        _check_int("", "max_predict_steps", self.max_predict_steps, 1)
-        _check_int("", "min_predict_steps", self.min_predict_steps, 1)
+        check_int("warmup_steps", self.warmup_steps, 0)
+        check_int("full_steps", self.full_steps, 2)
+        check_int("max_predict_steps", self.max_predict_steps, 1)
+        check_int("min_predict_steps", self.min_predict_steps, 1)
         if self.min_predict_steps > self.max_predict_steps:
             raise ValueError(
                 "`min_predict_steps` must be <= `max_predict_steps`. "
                 f"Received: min_predict_steps={self.min_predict_steps}, "
                 f"max_predict_steps={self.max_predict_steps}"
             )
-        _check_number(
-            "", "confidence_threshold", self.confidence_threshold, 0.0, 1.0
+        check_number(
+            "confidence_threshold", self.confidence_threshold, 0.0, 1.0,
         )
-        _check_number(
-            "", "divergence_threshold", self.divergence_threshold, 0.0,
+        check_number(
+            "divergence_threshold", self.divergence_threshold, 0.0,
             low_open=True,
         )
-        _check_int("", "correction_interval", self.correction_interval, 0)
-        _check_int("", "correct_steps", self.correct_steps, 1)
-        _check_choice("", "predict_mode", self.predict_mode, PREDICT_MODES)
-        _check_int("", "validation_samples", self.validation_samples, 1)
-        _check_bool("", "train_check_batches", self.train_check_batches)
-        _check_bool("", "check_jumps", self.check_jumps)
+        check_int("correction_interval", self.correction_interval, 0)
+        check_int("correct_steps", self.correct_steps, 1)
+        check_choice("predict_mode", self.predict_mode, PREDICT_MODES)
+        check_int("validation_samples", self.validation_samples, 1)
+        check_bool("train_check_batches", self.train_check_batches)
+        check_bool("check_jumps", self.check_jumps)
         if self.predict_mode == "jump" and self.train_check_batches:
             if self.validation_samples > self.min_predict_steps:
                 raise ValueError(
@@ -591,27 +556,23 @@ class HybridConfig:
                 f"Received: validation_samples={self.validation_samples}, "
                 f"min_predict_steps={self.min_predict_steps}"
             )
-        _check_number("", "loss_tolerance", self.loss_tolerance, 0.0, 1.0)
-        _check_number(
-            "", "horizon_decay", self.horizon_decay, 0.0, 1.0, low_open=True
+        check_number("loss_tolerance", self.loss_tolerance, 0.0, 1.0)
+        check_number(
+            "horizon_decay", self.horizon_decay, 0.0, 1.0, low_open=True,
         )
-        _check_number(
-            "",
-            "predictor_memory_budget_mb",
-            self.predictor_memory_budget_mb,
-            0.0,
+        check_number(
+            "predictor_memory_budget_mb", self.predictor_memory_budget_mb, 0.0,
             low_open=True,
         )
-        _check_choice("", "horizon_policy", self.horizon_policy,
-                      HORIZON_POLICIES)
+        check_choice("horizon_policy", self.horizon_policy, HORIZON_POLICIES)
         if self.target_quality is not None:
-            _check_number("", "target_quality", self.target_quality, 0.0, 1.0)
-        _check_bool("", "adaptive_correction", self.adaptive_correction)
-        _check_bool("", "finish_with_prediction", self.finish_with_prediction)
-        _check_bool("", "collect_metrics", self.collect_metrics)
-        _check_bool("", "enable_prediction", self.enable_prediction)
-        _check_int("", "max_quiet_phases", self.max_quiet_phases, 0)
-        _check_int("", "seed", self.seed, 0)
+            check_number("target_quality", self.target_quality, 0.0, 1.0)
+        check_bool("adaptive_correction", self.adaptive_correction)
+        check_bool("finish_with_prediction", self.finish_with_prediction)
+        check_bool("collect_metrics", self.collect_metrics)
+        check_bool("enable_prediction", self.enable_prediction)
+        check_int("max_quiet_phases", self.max_quiet_phases, 0)
+        check_int("seed", self.seed, 0)
         if self.freeze is not None:
             from keras_hybrid.freezing import FreezeSchedule
 

@@ -27,6 +27,8 @@ import math
 import keras
 from keras import ops
 
+from keras_hybrid.validators import check_int
+
 SCHEDULES = ("constant", "cosine")
 WSD_COOLDOWN_FRACTION = 0.2
 DECAYS = ("constant", "cosine", "linear", "wsd")
@@ -70,8 +72,8 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
             not peak > 0
         ):
             raise ValueError(f"`peak` must be > 0. Received: peak={peak!r}")
-        _check_int("total_steps", total_steps, 1)
-        _check_int("warmup_steps", warmup_steps, 0)
+        check_int("total_steps", total_steps, 1)
+        check_int("warmup_steps", warmup_steps, 0)
         if warmup_steps >= total_steps:
             raise ValueError(
                 "`warmup_steps` must be < `total_steps`. Received: "
@@ -81,7 +83,7 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
             raise ValueError(
                 f"`decay` must be one of {DECAYS}. Received: decay={decay!r}"
             )
-        _check_int("cooldown_steps", cooldown_steps, 0)
+        check_int("cooldown_steps", cooldown_steps, 0)
         if decay == "wsd" and not (
             1 <= cooldown_steps <= total_steps - warmup_steps
         ):
@@ -134,13 +136,6 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
             "decay": self.decay,
             "cooldown_steps": self.cooldown_steps,
         }
-
-
-def _check_int(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(
-            f"`{name}` must be an integer >= {low}. Received: {name}={value!r}"
-        )
 
 
 def check_schedule(schedule):

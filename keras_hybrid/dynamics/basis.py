@@ -11,18 +11,13 @@ by `mean + decode(encode(x - mean))`.
 
 import numpy as np
 
+from keras_hybrid.validators import check_int
+
 METHODS = ("pca", "power", "dmd")
 _ARRAYS = ("mean", "components", "_last_coeffs", "dynamics_matrix",
            "dynamics_offset", "_trend_intercept", "_trend_slope")
 _SCALARS = ("dim", "active_rank", "_explained", "_num_snapshots_fitted",
             "_num_fits")
-
-
-def _check_int(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(
-            f"`{name}` must be an integer >= {minimum}. "
-            f"Received: {name}={value!r}")
 
 
 class TrajectoryBasis:
@@ -47,9 +42,9 @@ class TrajectoryBasis:
 
     def __init__(self, rank, max_snapshots=32, method="pca", seed=0,
                  power_iterations=4):
-        _check_int(rank, "rank", 1)
-        _check_int(max_snapshots, "max_snapshots", 2)
-        _check_int(power_iterations, "power_iterations", 1)
+        check_int("rank", rank, 1)
+        check_int("max_snapshots", max_snapshots, 2)
+        check_int("power_iterations", power_iterations, 1)
         if method not in METHODS:
             raise ValueError(
                 f"`method` must be one of {METHODS}. "

@@ -9,6 +9,8 @@ import collections
 
 import numpy as np
 
+from keras_hybrid.validators import check_int
+
 METHODS = ("temperature", "binning")
 _EPS = 1e-6
 
@@ -21,13 +23,6 @@ def _check_confidences(confidences, name="confidences"):
             f"`{name}` must be finite values in [0, 1]. "
             f"Received: {name}={confidences.tolist()[:10]}...")
     return confidences
-
-
-def _check_int(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(
-            f"`{name}` must be an integer >= {minimum}. "
-            f"Received: {name}={value!r}")
 
 
 def _bin_index(confidences, num_bins):
@@ -48,7 +43,7 @@ def expected_calibration_error(confidences, outcomes, num_bins=10):
     Returns:
         The ECE as a float in [0, 1]; 0.0 for empty inputs.
     """
-    _check_int(num_bins, "num_bins", 1)
+    check_int("num_bins", num_bins, 1)
     confidences = _check_confidences(confidences)
     outcomes = np.asarray(outcomes, dtype=np.float64).reshape(-1)
     if outcomes.shape != confidences.shape:
@@ -105,9 +100,9 @@ class ConfidenceCalibrator:
             raise ValueError(
                 f"`method` must be one of {METHODS}. "
                 f"Received: method={method!r}")
-        _check_int(num_bins, "num_bins", 1)
-        _check_int(min_samples, "min_samples", 1)
-        _check_int(history_size, "history_size", 1)
+        check_int("num_bins", num_bins, 1)
+        check_int("min_samples", min_samples, 1)
+        check_int("history_size", history_size, 1)
         self.method = method
         self.num_bins = num_bins
         self.min_samples = min_samples

@@ -12,21 +12,8 @@ import math
 
 import numpy as np
 
-
-def _check_positive(value, name):
-    if isinstance(value, bool) or not isinstance(
-            value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(value) or value <= 0:
-        raise ValueError(
-            f"`{name}` must be a finite number > 0. Received: {name}={value!r}")
-    return float(value)
-
-
-def _check_capacity(value, name):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
-    return value
+from keras_hybrid.validators import check_int
+from keras_hybrid.validators import check_number
 
 
 class ResidualCorrector:
@@ -46,8 +33,10 @@ class ResidualCorrector:
     """
 
     def __init__(self, capacity=64, bandwidth=1.0, prior_weight=1.0):
-        self.capacity = _check_capacity(capacity, "capacity")
-        self.bandwidth = _check_positive(bandwidth, "bandwidth")
+        self.capacity = check_int("capacity", capacity, 1)
+        self.bandwidth = float(
+            check_number("bandwidth", bandwidth, 0.0, low_open=True)
+        )
         if not math.isfinite(prior_weight) or prior_weight < 0:
             raise ValueError(
                 "`prior_weight` must be a finite number >= 0. "
@@ -157,10 +146,10 @@ class AdaptiveInterval:
 
     def __init__(self, initial=10, minimum=2, maximum=50, decay=0.8,
                  high=0.5, low=0.05, shrink=0.5, grow=1.25, warmup=3):
-        minimum = _check_capacity(minimum, "minimum")
-        maximum = _check_capacity(maximum, "maximum")
-        initial = _check_capacity(initial, "initial")
-        warmup = _check_capacity(warmup, "warmup")
+        minimum = check_int("minimum", minimum, 1)
+        maximum = check_int("maximum", maximum, 1)
+        initial = check_int("initial", initial, 1)
+        warmup = check_int("warmup", warmup, 1)
         if not minimum <= initial <= maximum:
             raise ValueError(
                 "`initial` must lie in [minimum, maximum]. Received: "
