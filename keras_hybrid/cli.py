@@ -5,6 +5,7 @@ keras-hybrid bench [--task NAME|all] [--seeds N] [--config PRESET|PATH]
                    [--quick] [--out DIR] [--backend tensorflow|jax|torch]
                    [--schedule constant|cosine] [--predictors TYPE,...]
                    [--first-seed N] [--weight-average MOMENTUM]
+                   [--overhead-repetitions N] [--profile]
 keras-hybrid summary PATH/bench.json|PATH/headroom.json
 keras-hybrid headroom [--task NAME|all] [--seeds N] [--fractions F,...]
                       [--quick] [--out DIR] [--backend tensorflow|jax|torch]
@@ -79,6 +80,12 @@ def build_parser():
         help="alternated repetitions of plain fit() against the hybrid with "
         "prediction disabled, per task (the fit() overhead; default 3; 0 "
         "skips it)",
+    )
+    bench.add_argument(
+        "--profile", action="store_true",
+        help="also print the step-time checks against the project's "
+        "internal targets (hybrid FULL step / plain, jump skip step / FULL "
+        "step, predictor overhead); bench.json holds them either way",
     )
     bench.set_defaults(command_parser=bench)
     summary = commands.add_parser(
@@ -262,7 +269,8 @@ def resolve_bench_args(parser, args):
     return {**common, "config": args.config, "predictors": predictors,
             "overhead_repetitions": args.overhead_repetitions,
             "first_seed": args.first_seed,
-            "weight_average": _weight_average(parser, args.weight_average)}
+            "weight_average": _weight_average(parser, args.weight_average),
+            "profile": args.profile}
 
 
 def _weight_average(parser, value):

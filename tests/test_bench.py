@@ -276,7 +276,13 @@ def test_run_benchmark_schema(tmp_path, capfd):
         predictors=["drift"], overhead_repetitions=2, overhead_steps=6,
     )
     printed = capfd.readouterr()
-    assert "\nverdict: hybrid-drift " in printed.out
+    assert "\nverdict for hybrid-drift (seed 0):\n" in printed.out
+    assert "  backward passes skipped: " in printed.out
+    assert "  beat the best plain reference? " in printed.out
+    # The progress lines name the seed as the PNG's title does.
+    assert "[tiny] hybrid-drift seed 0 (1/1) start" in printed.out
+    # The step-time checks against internal targets need --profile.
+    assert "target <=" not in printed.out
     assert "oneDNN custom operations" not in printed.err
     data = _strict_json(out / "bench.json")
     assert data == json.loads(json.dumps(result))
@@ -428,7 +434,7 @@ def test_cli_defaults():
                       "backend": "tensorflow", "predictors": ["drift"],
                       "overhead_repetitions": 3,
                       "schedule": "constant", "first_seed": 0,
-                      "weight_average": None}
+                      "weight_average": None, "profile": False}
     assert full["predictors"] == ["drift", "linear", "mlp", "rssm",
                                   "nesterov", "holt"]
     chosen = cli.resolve_bench_args(parser, parser.parse_args(
@@ -436,6 +442,9 @@ def test_cli_defaults():
          "0"]))
     assert chosen["predictors"] == ["mlp", "rssm"]
     assert chosen["overhead_repetitions"] == 0
+    profiled = cli.resolve_bench_args(parser, parser.parse_args(
+        ["bench", "--quick", "--profile"]))
+    assert profiled["profile"] is True
 
 
 def test_same_seed_same_run():

@@ -44,7 +44,8 @@ RATIO_FIGURES = (
     "backward_to_target",
 )
 
-# Issue 3 targets of the overhead figures.
+# Internal targets of the overhead figures (printed by `keras-hybrid bench
+# --profile`).
 TARGETS = {
     "full_over_plain": 1.05,
     "predict_over_full": 0.45,

@@ -62,7 +62,8 @@ def run_benchmark(tasks, seeds=3, config="balanced", quick=False,
                   out_dir="bench_out", backend=None, predictors=None,
                   progress=True, epochs=None, profile_calls=PROFILE_CALLS,
                   overhead_repetitions=3, overhead_steps=None,
-                  schedule="constant", first_seed=0, weight_average=None):
+                  schedule="constant", first_seed=0, weight_average=None,
+                  profile=False):
     """Runs the benchmark and writes `bench.json` and one PNG per task.
 
     Args:
@@ -96,6 +97,10 @@ def run_benchmark(tasks, seeds=3, config="balanced", quick=False,
             optimizer keeps Keras' moving average of the weights
             (`use_ema`), and each arm's final validation loss is that of
             the average `fit()` ends on.
+        profile: also print the step-time checks against the project's
+            internal targets (hybrid FULL step / plain, jump skip step /
+            FULL step, predictor overhead); `bench.json` holds them either
+            way.
 
     Returns:
         The `bench.json` content as a dict.
@@ -153,8 +158,10 @@ def run_benchmark(tasks, seeds=3, config="balanced", quick=False,
         _write_json(result, os.path.join(out_dir, "bench.json"))
         entry["plot"] = _plot(task.name, entry, out_dir)
         if progress:
-            print(table.format_task(task.name, entry, n_seeds), flush=True)
-            print("\n".join(verdict.lines(entry)), flush=True)
+            print(table.format_task(task.name, entry, n_seeds, profile),
+                  flush=True)
+            print("\n" + "\n".join(verdict.lines(entry, out_dir, profile)),
+                  flush=True)
     result = clean_json(result)
     _write_json(result, os.path.join(out_dir, "bench.json"))
     log(f"wrote {os.path.join(out_dir, 'bench.json')} "
@@ -229,7 +236,7 @@ def _run_seed(name, common, index, n_seeds, configs, backend, log,
     seed = index if seed is None else seed
 
     def run(arm_name, **spec):
-        label = f"[{name}] {arm_name} seed {index + 1}/{n_seeds}"
+        label = f"[{name}] {arm_name} seed {seed} ({index + 1}/{n_seeds})"
         log(f"{label} start")
         begin = time.perf_counter()
         result = _run_isolated("run_arm", {

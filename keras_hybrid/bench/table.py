@@ -62,8 +62,9 @@ def cell(stats, spec, not_reached=False):
     return text
 
 
-def format_task(name, entry, n_seeds):
-    """The table of one task: arms, ratios, overhead figures."""
+def format_task(name, entry, n_seeds, profile=False):
+    """The table of one task: arms, ratios, overhead figures (with their
+    checks against the internal targets if `profile`)."""
     settings = entry["settings"]
     lines = [
         "",
@@ -90,24 +91,26 @@ def format_task(name, entry, n_seeds):
             cell(stats.get(key), spec) for key, _, spec in RATIO_COLUMNS
         ])
     lines += _align(rows, indent="  ")
-    lines += format_overhead(name, entry["overhead"])
+    lines += format_overhead(name, entry["overhead"], profile)
     if entry.get("fit_overhead"):
         lines.append(format_fit_overhead(entry["fit_overhead"]))
     return "\n".join(lines)
 
 
-def format_overhead(name, overhead):
-    """The overhead lines, each with its target and OK / MISS."""
+def format_overhead(name, overhead, profile=True):
+    """The overhead lines; with `profile`, each check against its internal
+    target, with OK / MISS."""
     lines = [
         f"overhead (seed {overhead.get('seed')}, median of "
         f"{overhead.get('calls')} calls after {overhead.get('warmup')} "
         "warm-up calls, same batches):",
-        f"  (a) plain Keras train step: {fmt(overhead.get('plain_ms'), '.3f')}"
+        f"  {'(a) ' if profile else ''}plain Keras train step: "
+        f"{fmt(overhead.get('plain_ms'), '.3f')}"
         f" ms (hybrid FULL {fmt(overhead.get('full_ms'), '.3f')} ms, "
         f"PREDICT {fmt(overhead.get('predict_ms'), '.3f')} ms, "
         f"skip {fmt(overhead.get('skip_ms'), '.3f')} ms)",
     ]
-    for check in overhead["checks"]:
+    for check in overhead["checks"] if profile else ():
         label = CHECK_LABELS.get(check["name"])
         if label is None:
             label = f"(e) predictor overhead {check['name'].split('[')[-1]}"
