@@ -1,6 +1,7 @@
 """`HybridPredictCallback`: attaches the hybrid runner to `fit()`."""
 
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -12,6 +13,8 @@ from keras_hybrid import weight_average
 from keras_hybrid.config import HybridConfig
 from keras_hybrid.freezing import Freezer
 from keras_hybrid.freezing import FreezeSchedule
+from keras_hybrid.groups import LayerGroups
+from keras_hybrid.layerwise import SettleCheck
 from keras_hybrid.messages import InterventionLog
 from keras_hybrid.report import build_report
 from keras_hybrid.report import save_report
@@ -130,8 +133,15 @@ class HybridPredictCallback(keras.callbacks.Callback):
         schedule = self.freeze
         if schedule is None and config.freeze is not None:
             schedule = FreezeSchedule.from_config(config.freeze)
-        if schedule is None:
+        layerwise = config.layerwise
+        if schedule is None and not layerwise.enabled:
             return
+        if schedule is not None and layerwise.enabled:
+            raise ValueError(
+                "A freeze schedule and layer-wise freezing decide the same "
+                "thing: use one. Received: freeze=" f"{schedule!r} and "
+                "layerwise.enabled=True"
+            )
         model = self.model
         if not model.built:
             raise ValueError(
@@ -140,9 +150,27 @@ class HybridPredictCallback(keras.callbacks.Callback):
                 f"`model.build(input_shape)` first. Received: model "
                 f"{model.name!r} (not built)"
             )
-        self.runner.freezer = Freezer(
-            schedule, model, steps_per_epoch=self.runner.steps_per_epoch,
-            total_steps=self.runner.total_steps,
+        runner = self.runner
+        if schedule is not None:
+            runner.freezer = Freezer(
+                schedule, model, steps_per_epoch=runner.steps_per_epoch,
+                total_steps=runner.total_steps,
+            )
+            return
+        groups = LayerGroups(model, layerwise.groups,
+                             num_groups=layerwise.num_groups)
+        if len(groups) < 2:
+            warnings.warn(
+                "Layer-wise freezing needs at least two layer groups (the "
+                "head always trains); this model has one "
+                f"({groups.names()}), so it trains plainly."
+            )
+            return
+        runner.freezer = Freezer(None, model, groups=groups)
+        runner.settle_check = SettleCheck(
+            layerwise, groups, model.trainable_variables,
+            eval_loss=lambda batch: runner.functions["eval_loss"](batch),
+            total_steps=runner.total_steps,
         )
 
     def _print(self, message):

@@ -229,19 +229,25 @@ class Freezer:
     unfrozen, and accounts for the backward work.
 
     Args:
-        schedule: a `FreezeSchedule`.
+        schedule: a `FreezeSchedule`, or `None` for a freezer driven by
+            decisions (the layer-wise check) over `groups`.
         model: the `HybridModel` being trained (built).
         steps_per_epoch: the run's steps per epoch (`None` if unknown).
         total_steps: the run's length in steps (`None` if unknown).
+        groups: the `LayerGroups` of a freezer without a schedule.
     """
 
     def __init__(self, schedule, model, steps_per_epoch=None,
-                 total_steps=None):
+                 total_steps=None, groups=None):
         self.schedule = schedule
         self.model = model
-        self.groups, self.steps = schedule.resolve(
-            model, steps_per_epoch, total_steps
-        )
+        if schedule is None:
+            # Driven by decisions (`HybridRunner.switch_depth`), not steps.
+            self.groups, self.steps = groups, []
+        else:
+            self.groups, self.steps = schedule.resolve(
+                model, steps_per_epoch, total_steps
+            )
         self.depth = 0
         self.events = []
         # Backward work of the steps before the newest switch, in full

@@ -80,6 +80,13 @@ class SettleCheck:
         pair = keras.ops.convert_to_numpy(keras.ops.stack([now, reverted]))
         self.losses.append((float(pair[0]), float(pair[1])))
 
+    def needs_weights(self, step):
+        """Whether `after_step(step)` reads the weights (a snapshot)."""
+        return self.checking and (
+            self.snapshot is None
+            or len(self.losses) >= self.settings.check_batches
+        )
+
     def after_step(self, step):
         """Takes the first snapshot, concludes a check after its last
         batch; returns the new frozen depth, or `None`."""

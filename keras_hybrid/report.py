@@ -214,7 +214,13 @@ def build_report(runner):
         "config": runner.config.to_dict(),
         "training_summary": summary,
         "freezing": (
-            None if freezer is None else freezer.summary(stats.backward)
+            None if freezer is None else dict(
+                freezer.summary(stats.backward),
+                checks=(
+                    runner.settle_check.decisions
+                    if getattr(runner, "settle_check", None) else None
+                ),
+            )
         ),
         "phase_statistics": phase_statistics,
         "divergence_events": list(stats.events),

@@ -109,8 +109,11 @@ class HybridRunner(RecoveryMixin):
         # Called after every call of the fit loop (the callback's periodic
         # checkpoints and messages); `None`: nothing.
         self.after_call = None
-        # A `freezing.Freezer` carrying out a freeze schedule; `None`: none.
+        # A `freezing.Freezer` carrying out a freeze schedule or the
+        # layer-wise check's decisions (`settle_check`, a
+        # `layerwise.SettleCheck`); `None`: none.
         self.freezer = None
+        self.settle_check = None
         if model.trainable_variables:
             self._setup()
 
@@ -174,8 +177,13 @@ class HybridRunner(RecoveryMixin):
         a change the prediction did not foresee)."""
         freezer = self.freezer
         depth = freezer.depth_at(self.controller.step)
-        if depth == freezer.depth:
-            return
+        if depth != freezer.depth:
+            self.switch_depth(depth)
+
+    def switch_depth(self, depth):
+        """Freezes the bottom `depth` layer groups (and no other) from the
+        next step on."""
+        freezer = self.freezer
         self.backend.sync(self.model)
         optimizer = self.model.optimizer
         if not optimizer.built:
@@ -233,7 +241,7 @@ class HybridRunner(RecoveryMixin):
                 return self._decorate(self._bootstrap(iterator, start), phase)
             self.backend.sync(self.model)
             self._setup()
-        if self.freezer is not None:
+        if self.freezer is not None and self.freezer.steps:
             self._follow_schedule()
             phase = self.controller.phase
         if phase == Phase.PREDICT:
@@ -244,8 +252,20 @@ class HybridRunner(RecoveryMixin):
             )
         self.stats.add_time(kind, time.perf_counter() - start)
         self.controller.advance(self.steps_per_execution)
+        if self.settle_check is not None:
+            self._settle_groups()
         self._after_step()
         return self._decorate(logs, phase)
+
+    def _settle_groups(self):
+        """Lets the layer-wise check conclude; freezes the group it found
+        settled."""
+        check = self.settle_check
+        if check.needs_weights(self.controller.step):
+            self.backend.sync(self.model)
+        depth = check.after_step(self.controller.step)
+        if depth is not None:
+            self.switch_depth(depth)
 
     def _after_step(self):
         """Reads the device-side statistics when due (every
@@ -430,14 +450,25 @@ class HybridRunner(RecoveryMixin):
         # Every backward step runs the one collecting function (one trace or
         # compilation instead of two); outside a FULL phase the sums it adds
         # to are discarded at the next phase start.
-        logs, loss, grad_norm = common.split_stats(
-            self.functions["full"](iterator)
+        check = self.settle_check
+        measured = (
+            check is not None and self.steps_per_execution == 1
+            and check.wants_batch(self.controller.step)
         )
+        if measured:
+            # A layer-wise check batch: measured before it is trained on.
+            batch = self.backend.next_batch(iterator)
+            self.backend.sync(self.model)
+            check.measure(batch)
+            out = self.functions["train_batch"](batch)
+        else:
+            out = self.functions["full"](iterator)
+        logs, loss, grad_norm = common.split_stats(out)
         if not collect:
             self.trajectory.discard()
         n = self.steps_per_execution
-        self.stats.count(self.controller.phase, backward=n, forward=n,
-                         steps=n)
+        self.stats.count(self.controller.phase, backward=n,
+                         forward=n + (2 if measured else 0), steps=n)
         if collect:
             kind = "full"
         self.step_stats.add(self.controller.step + n, loss, grad_norm,

@@ -68,8 +68,14 @@ def runner_state(runner):
         "freezer": (
             None if runner.freezer is None else runner.freezer.get_state()
         ),
+        "settle_check": (
+            None if runner.settle_check is None
+            else runner.settle_check.get_state()
+        ),
     }
     arrays = {}
+    if runner.settle_check is not None:
+        arrays["settle_check"] = runner.settle_check.get_arrays()
     if runner.functions is not None:
         tr = runner.trajectory
         json_state["trajectory"] = object_state(tr, TRAJECTORY)
@@ -116,6 +122,9 @@ def set_runner_state(runner, json_state, arrays):
     freezer = json_state.get("freezer")
     if freezer is not None and runner.freezer is not None:
         runner.freezer.set_state(freezer)
+    check = json_state.get("settle_check")
+    if check is not None and runner.settle_check is not None:
+        runner.settle_check.set_state(check, arrays.get("settle_check", []))
     if not json_state["set_up"]:
         return
     if runner.functions is None:

@@ -144,7 +144,9 @@ def make_phase_functions(model, accumulators, deltas):
     return {
         "full": full,
         "predict": predict,
-        "train_batch": lambda batch: model._hybrid_plain_train([batch]),
+        # The collecting step, like the other backends' (the runner
+        # discards the sums where they do not count).
+        "train_batch": lambda batch: full([batch]),
         "eval_loss": eval_loss,
     }
 
