@@ -1,19 +1,20 @@
-"""Tests of the NumPy dynamics components: basis, calibration, bandits,
-residual correction."""
+"""Tests of the NumPy dynamics components: basis, calibration, residual
+correction, and of the phase policies built the same way: bandits, adaptive
+interval."""
 
 import json
 
 import numpy as np
 import pytest
 
-from keras_hybrid.dynamics.bandit import LinUCB
-from keras_hybrid.dynamics.bandit import UCB1
-from keras_hybrid.dynamics.bandit import auto_tune_confidence
-from keras_hybrid.dynamics.bandit import phase_reward
+from keras_hybrid.control.bandit import LinUCB
+from keras_hybrid.control.bandit import UCB1
+from keras_hybrid.control.bandit import auto_tune_confidence
+from keras_hybrid.control.bandit import phase_reward
+from keras_hybrid.control.interval import AdaptiveInterval
 from keras_hybrid.dynamics.basis import TrajectoryBasis
 from keras_hybrid.dynamics.calibration import ConfidenceCalibrator
 from keras_hybrid.dynamics.calibration import expected_calibration_error
-from keras_hybrid.dynamics.corrector import AdaptiveInterval
 from keras_hybrid.dynamics.corrector import ResidualCorrector
 
 

@@ -5,11 +5,11 @@ import math
 
 import numpy as np
 
-from keras_hybrid.dynamics.bandit import LinUCB
-from keras_hybrid.dynamics.bandit import UCB1
-from keras_hybrid.dynamics.bandit import auto_tune_confidence
-from keras_hybrid.dynamics.bandit import phase_reward
-from keras_hybrid.dynamics.corrector import AdaptiveInterval
+from keras_hybrid.control.bandit import LinUCB
+from keras_hybrid.control.bandit import UCB1
+from keras_hybrid.control.bandit import auto_tune_confidence
+from keras_hybrid.control.bandit import phase_reward
+from keras_hybrid.control.interval import AdaptiveInterval
 
 NUM_ARMS = 4
 REJECTION_PENALTY = 0.1
