@@ -36,6 +36,7 @@ import numpy as np
 from keras_hybrid import backends
 from keras_hybrid import distribution
 from keras_hybrid.divergence import HybridTrainingError
+from keras_hybrid.serialization import clean_json
 
 FORMAT_VERSION = 1
 _FILES = ("variables.h5", "training_state.json", "history.json",
@@ -162,8 +163,6 @@ def _write_arrays(path, arrays):
 
 
 def _write_json(path, data):
-    from keras_hybrid.report import clean_json
-
     with open(path, "w", encoding="utf-8") as f:
         json.dump(clean_json(data), f, indent=1, allow_nan=False)
         f.flush()

@@ -597,6 +597,13 @@ class HybridConfig:
         self.__post_init__()
         return self
 
+    @property
+    def loss_trend_steps(self):
+        """The recent FULL steps whose losses give the loss trend (the
+        log-linear fit the predictors extrapolate and the length bandit
+        reads): two FULL phases."""
+        return 2 * self.full_steps
+
     # ------------------------------------------------------------------ I/O
     def to_dict(self):
         """Returns the config as a plain, YAML-safe dict."""

@@ -11,6 +11,11 @@ import dataclasses
 import enum
 import math
 
+# FULL phases forced after a divergence warning or a rollback: the first
+# gives the predictor a fresh drift, the second checks a shadow prediction
+# against it before any PREDICT phase starts again.
+RECOVERY_FULL_PHASES = 2
+
 
 class HybridTrainingError(RuntimeError):
     """Base class of the errors hybrid training raises on purpose."""
@@ -87,7 +92,8 @@ class DivergenceMonitor:
 
     Args:
         config: the `DivergenceConfig`.
-        full_steps: FULL phase length (the length of a forced FULL stretch).
+        full_steps: FULL phase length (a forced FULL stretch is
+            `recovery_full_steps` long).
         max_rollbacks: rollbacks allowed before `Abort`.
     """
 
@@ -98,6 +104,12 @@ class DivergenceMonitor:
         self.full_steps = full_steps
         self.max_rollbacks = max_rollbacks
         self.reset()
+
+    @property
+    def recovery_full_steps(self):
+        """The FULL steps forced after a divergence warning or a rollback
+        (`RECOVERY_FULL_PHASES` FULL phases)."""
+        return RECOVERY_FULL_PHASES * self.full_steps
 
     def reset(self):
         self.loss_mean = None
@@ -236,7 +248,7 @@ class DivergenceMonitor:
         if level == DivergenceLevel.CAUTION:
             return ReducePredictRatio(0.5)
         if level == DivergenceLevel.WARNING:
-            return ForceFullPhase(2 * self.full_steps)
+            return ForceFullPhase(self.recovery_full_steps)
         names = ", ".join(
             f"{s.name} (value {s.value:.4g}, limit {s.threshold:.4g})"
             for s in signals
@@ -245,7 +257,7 @@ class DivergenceMonitor:
             # Nothing to roll back to yet: train on with full steps and
             # leave stopping to the user's callbacks (`TerminateOnNaN`), as
             # Keras does.
-            return ForceFullPhase(2 * self.full_steps)
+            return ForceFullPhase(self.recovery_full_steps)
         if self.rollbacks >= self.max_rollbacks:
             return Abort(
                 f"Training diverged at step {step}: {names}. "

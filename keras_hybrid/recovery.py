@@ -66,7 +66,7 @@ class RecoveryMixin:
                 raise divergence.DivergenceError(action.reason)
             outcome += f": to step {self._good_step}"
             outcome += self._scale_learning_rate(action.learning_rate_factor)
-            c.force_full(2 * self.config.full_steps)
+            c.force_full(self.monitor.recovery_full_steps)
             if c.phase == Phase.FULL:
                 self._start_full()
         self.stats.event(c.step, names, outcome)

@@ -1,4 +1,4 @@
-"""Run statistics and the JSON training report.
+"""Run statistics, the loss curve and the JSON training report.
 
 Every figure in the report is measured during the run; one that was not
 measured is `None` (JSON `null`), never invented. The wall-clock speedup needs
@@ -15,8 +15,32 @@ import numpy as np
 from keras_hybrid import distribution
 from keras_hybrid.dynamics.calibration import expected_calibration_error
 from keras_hybrid.phases import Phase
+from keras_hybrid.serialization import clean_json
 
 REPORT_VERSION = 1
+
+
+class LossCurve:
+    """The training loss against the step, at most `max_points` points: when
+    full, the recording stride doubles and the points off it are dropped.
+
+    Args:
+        max_points: the bound on the points kept (even, >= 2).
+    """
+
+    def __init__(self, max_points=1000):
+        self.max_points = max_points
+        self.stride = 1
+        self.points = []
+
+    def add(self, step, loss):
+        """Records `loss` at `step` if `step` falls on the stride."""
+        if step % self.stride:
+            return
+        self.points.append([int(step), float(loss)])
+        while len(self.points) >= self.max_points:
+            self.stride *= 2
+            self.points = [p for p in self.points if p[0] % self.stride == 0]
 
 
 class RunStatistics:
@@ -239,20 +263,6 @@ def build_report(runner):
             if r.length > 0
         ],
     })
-
-
-def clean_json(value):
-    """Replaces non-finite floats by `None` and numpy scalars by Python ones,
-    recursively, so that the result is strict JSON."""
-    if isinstance(value, dict):
-        return {str(k): clean_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [clean_json(v) for v in value]
-    if isinstance(value, (np.floating, np.integer)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def save_report(report, path):

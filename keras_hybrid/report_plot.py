@@ -16,29 +16,6 @@ PHASE_COLORS = {
 }
 
 
-class LossCurve:
-    """The training loss against the step, at most `max_points` points: when
-    full, the recording stride doubles and the points off it are dropped.
-
-    Args:
-        max_points: the bound on the points kept (even, >= 2).
-    """
-
-    def __init__(self, max_points=1000):
-        self.max_points = max_points
-        self.stride = 1
-        self.points = []
-
-    def add(self, step, loss):
-        """Records `loss` at `step` if `step` falls on the stride."""
-        if step % self.stride:
-            return
-        self.points.append([int(step), float(loss)])
-        while len(self.points) >= self.max_points:
-            self.stride *= 2
-            self.points = [p for p in self.points if p[0] % self.stride == 0]
-
-
 def load_report(path):
     """Reads a training report written by `save_report`.
 

@@ -23,8 +23,8 @@ from keras_hybrid.control import PhaseControl
 from keras_hybrid.phases import Phase
 from keras_hybrid.phases import PhaseController
 from keras_hybrid.recovery import RecoveryMixin
+from keras_hybrid.report import LossCurve
 from keras_hybrid.report import RunStatistics
-from keras_hybrid.report_plot import LossCurve
 from keras_hybrid.state import TrainingState
 from keras_hybrid.step_stats import StepStatistics
 from keras_hybrid.step_stats import to_host
@@ -897,7 +897,7 @@ class HybridRunner(RecoveryMixin):
 
     def _loss_slope(self):
         """Log-loss change per 100 steps over the recent FULL steps."""
-        trend = self.state.log_loss_trend(2 * self.config.full_steps)
+        trend = self.state.log_loss_trend(self.config.loss_trend_steps)
         return 0.0 if trend is None else float(100.0 * trend[0])
 
     # ============================================================ logs

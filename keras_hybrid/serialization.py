@@ -5,6 +5,9 @@ numbers, strings, lists, deques, counters, enums and small dataclasses.
 `object_state` turns the listed attributes of such an object into plain JSON
 values with type tags where JSON has no type; `set_object_state` puts them
 back. Tensors are not handled here (see `keras_hybrid.checkpoint`).
+
+`clean_json` is the lossy one-way form of reports and bench results: strict
+JSON with non-finite floats as `null`.
 """
 
 import collections
@@ -102,3 +105,17 @@ def set_object_state(obj, state, names):
         )
     for name in names:
         setattr(obj, name, decode(state[name]))
+
+
+def clean_json(value):
+    """Replaces non-finite floats by `None` and numpy scalars by Python ones,
+    recursively, so that the result is strict JSON."""
+    if isinstance(value, dict):
+        return {str(k): clean_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean_json(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -9,7 +9,7 @@ import pytest
 
 import keras_hybrid as kh
 from keras_hybrid import cli
-from keras_hybrid.report_plot import LossCurve
+from keras_hybrid.report import LossCurve
 from keras_hybrid.report_plot import summary_text
 from keras_hybrid.report_plot import timeline_figure
 from tests.helpers import build_mlp

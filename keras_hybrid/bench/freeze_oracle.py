@@ -35,7 +35,7 @@ import time
 
 from keras_hybrid.bench import freeze_runs
 from keras_hybrid.bench import harness
-from keras_hybrid.report import clean_json
+from keras_hybrid.serialization import clean_json
 
 SCHEMA_VERSION = 1
 DEFAULTS = {

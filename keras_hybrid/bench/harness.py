@@ -43,7 +43,7 @@ from keras_hybrid.bench import child_output
 from keras_hybrid.bench import figures
 from keras_hybrid.bench import table
 from keras_hybrid.bench import verdict
-from keras_hybrid.report import clean_json
+from keras_hybrid.serialization import clean_json
 from keras_hybrid.weight_average import check_weight_average
 
 SCHEMA_VERSION = 1

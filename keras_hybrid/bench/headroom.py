@@ -44,7 +44,7 @@ from keras_hybrid.bench import figures
 from keras_hybrid.bench import harness
 from keras_hybrid.bench import table
 from keras_hybrid.bench.summary import beats
-from keras_hybrid.report import clean_json
+from keras_hybrid.serialization import clean_json
 
 SCHEMA_VERSION = 1
 DEFAULT_FRACTIONS = (0.5, 0.75, 0.9)

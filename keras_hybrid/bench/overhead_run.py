@@ -13,7 +13,7 @@ import time
 
 from keras_hybrid.bench import harness
 from keras_hybrid.bench import overhead
-from keras_hybrid.report import clean_json
+from keras_hybrid.serialization import clean_json
 
 
 def run_overhead(tasks, config="balanced", quick=False, out_dir="overhead_out",

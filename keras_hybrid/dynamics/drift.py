@@ -36,7 +36,7 @@ class DriftPredictor(Predictor):
 
     # -------------------------------------------------------------- loss
     def _forecast(self, state, steps_ahead):
-        trend = state.log_loss_trend(2 * self.config.full_steps)
+        trend = state.log_loss_trend(self.config.loss_trend_steps)
         if trend is None:
             return None, (None, None)
         slope, intercept, resid, _ = trend

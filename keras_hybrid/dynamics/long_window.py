@@ -210,7 +210,7 @@ class LongWindowPredictor(DriftPredictor):
         fraction = float(self.config.predictor.min_progress)
         if fraction <= 0:
             return 0.0
-        trend = state.log_loss_trend(2 * self.config.full_steps)
+        trend = state.log_loss_trend(self.config.loss_trend_steps)
         window = float(np.mean(self._window_rates)) if len(
             self._window_rates) else 0.0
         if trend is None or not window > 0:
