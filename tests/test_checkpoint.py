@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -170,6 +171,44 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path, predict_mode, kill, resume,
             with open(tmp_path / f"{mode}.json") as f:
                 quiet.append(json.load(f)["quiet_full_phases"])
         assert quiet[0] >= 3 and quiet[0] == quiet[1], quiet
+
+
+# The versions that wrote `tests/data/checkpoints_layout1` (see its README).
+LAYOUT1_VERSIONS = {"keras": "3.15.1", "tensorflow": "2.21.0",
+                    "numpy": "2.4.6"}
+
+
+@pytest.mark.skipif(not backend_is("tensorflow"),
+                    reason="the fixtures were written by TensorFlow")
+@pytest.mark.parametrize(
+    "fixture, target, predict_mode, resume, predictor",
+    [("per_step_mid_predict", "mid", "per_step", "resume_predict", "drift"),
+     ("quiet_step30", os.path.join("ckpts", "ckpt-00000030"), "jump",
+      "resume", "drift-quiet")],
+)
+def test_checkpoint_of_the_first_layout_resumes(
+    tmp_path, fixture, target, predict_mode, resume, predictor,
+):
+    """A checkpoint written before the runner's concepts became objects
+    (their fields in the runner's section) loads and finishes the run; with
+    the versions that wrote it, bit-for-bit like an uninterrupted run."""
+    source = os.path.join(os.path.dirname(__file__), "data",
+                          "checkpoints_layout1", fixture)
+    shutil.copytree(source, tmp_path / target)
+    resumed = run_worker(resume, predict_mode, tmp_path, predictor)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    b = np.load(tmp_path / f"{resume}.npz")
+    assert all(np.isfinite(b[name]).all() for name in b.files)
+    versions = {"keras": keras.__version__, "tensorflow": tf.__version__,
+                "numpy": np.__version__}
+    if versions != LAYOUT1_VERSIONS:
+        return  # other kernels: no bit-exact reference
+    full = run_worker("full", predict_mode, tmp_path, predictor)
+    assert full.returncode == 0, full.stderr[-3000:]
+    a = np.load(tmp_path / "full.npz")
+    assert len(a.files) == len(b.files)
+    for name in a.files:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
 def test_export_serves_the_users_network_only(classification_data, tmp_path):
