@@ -197,7 +197,8 @@ def trainable_units(model):
 
     Returns:
         `(units, nested)`: the layers, and each nested model's name mapped
-        to the units inside it.
+        to the units inside it (a layer without trainable weights maps its
+        name to no unit).
     """
     units, nested, seen = [], {}, set()
 
@@ -219,6 +220,8 @@ def trainable_units(model):
             units.append(layer)
             for name in parents or ():
                 nested.setdefault(name, []).append(layer)
+        elif not isinstance(layer, keras.layers.InputLayer):
+            nested.setdefault(layer.name, [])
 
     # The model itself is not a "nested" model: no name for it.
     visit(model, None)
@@ -296,7 +299,7 @@ def _by_names(units, nested, groups):
             if name in by_name:
                 found = [by_name[name]]
             elif name in nested:
-                found = nested[name]
+                found = nested[name]  # none for a layer without weights
             else:
                 close = difflib.get_close_matches(
                     name, list(by_name) + list(nested), n=1
@@ -315,6 +318,11 @@ def _by_names(units, nested, groups):
                     )
                 seen[id(layer)] = g
                 layers.append(layer)
+        if not layers:
+            raise ValueError(
+                "Each group must hold a layer with trainable weights. "
+                f"Received: group {g} = {entry!r}"
+            )
         result.append(layers)
     left_out = [layer.name for layer in units if id(layer) not in seen]
     if left_out:
