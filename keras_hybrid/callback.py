@@ -27,10 +27,10 @@ class HybridPredictCallback(keras.callbacks.Callback):
     `HybridModel.wrap`). The callback can be reused: its state is reset in
     `on_train_begin`.
 
-    Interventions (a rejected prediction whose weights were restored, a
-    forced FULL phase, a rollback with a smaller learning rate) are printed
-    as they happen, the first of each kind per epoch, with a count at the
-    end of an epoch where one repeated.
+    Accepted jumps of the weights and interventions (a rejected prediction
+    whose weights were restored, a forced FULL phase, a rollback with a
+    smaller learning rate) are printed as they happen, the first of each
+    kind per epoch, with a count at the end of an epoch where one repeated.
 
     `History` gains `phase` (0 WARMUP, 1 FULL, 2 PREDICT, 3 CORRECT, as at
     the end of each epoch), `confidence`, `backward_reduction` and
@@ -123,8 +123,10 @@ class HybridPredictCallback(keras.callbacks.Callback):
         self.runner.after_call = self._after_call
         model._attach_runner(self.runner)
         self._interventions = InterventionLog(self._print)
-        # A resumed run's events were reported by the run that made them.
+        # A resumed run's events and jumps were reported by the run that
+        # made them.
         self._interventions.seen = len(self.runner.stats.events)
+        self._interventions.seen_jumps = len(self.runner.stats.jumps)
         self._epoch_logs = {}
 
     def _attach_freezer(self, config, params):
@@ -188,7 +190,8 @@ class HybridPredictCallback(keras.callbacks.Callback):
     def _report_interventions(self):
         stats = getattr(self.runner, "stats", None)
         if stats is not None:
-            self._interventions.update(stats.events, self.runner.epoch)
+            self._interventions.update(stats.events, self.runner.epoch,
+                                       jumps=stats.jumps)
 
     def _resume(self, resume):
         """Continues a checkpointed run: runner state, epoch and position."""

@@ -1,10 +1,13 @@
-"""Messages about interventions: what the hybrid did to keep training safe.
+"""Messages about what the hybrid did: its jumps and its interventions.
 
 The runner records each intervention in its statistics (`stats.events`, also
 the report's `divergence_events`): a dict with the `step`, the `signal` that
-caused it and its `outcome`. `InterventionLog` turns the new ones into
-one-line messages, the first of each kind per epoch, as Keras callbacks
-report theirs (`ReduceLROnPlateau`, `EarlyStopping`).
+caused it and its `outcome`; and each jump of the weights (`stats.jumps`,
+the report's `jumps`): a dict with the `step`, the `accepted_scale` (`None`
+for a rejected jump, which is an intervention too) and the checked losses.
+`InterventionLog` turns the new ones into one-line messages, the first of
+each kind per epoch, as Keras callbacks report theirs (`ReduceLROnPlateau`,
+`EarlyStopping`), and the epoch's counts at its end.
 """
 
 import collections
@@ -49,49 +52,107 @@ def describe(event):
     return kind, f"step {event.get('step')}: {what} (signal: {signal})."
 
 
+def describe_jump(jump):
+    """Returns the one-line message of an accepted jump.
+
+    Args:
+        jump: a dict with `step`, `accepted_scale`, `base_loss` (the checked
+            loss of the weights it replaced; `None` when unchecked) and
+            `tried` (`(scale, checked loss)` pairs).
+
+    Returns:
+        `"step N: jumped the weights ahead (scale S)."`, with the checked
+        losses before and after when the jump was checked.
+    """
+    scale = jump.get("accepted_scale")
+    detail = f"scale {scale:g}"
+    base = jump.get("base_loss")
+    checked = [loss for s, loss in jump.get("tried") or () if s == scale]
+    if base is not None and checked:
+        detail += f"; check loss {base:.4g} -> {checked[0]:.4g}"
+    return f"step {jump.get('step')}: jumped the weights ahead ({detail})."
+
+
 class InterventionLog:
-    """Reports new interventions, the first of each kind per epoch.
+    """Reports new jumps and interventions, the first of each kind per
+    epoch, and at the epoch's end how often they repeated.
 
     Args:
         printer: called with each message line (e.g.
             `keras.utils.io_utils.print_msg`).
         prefix: put before every line.
+
+    Example:
+
+    ```python
+    log = InterventionLog(keras.utils.io_utils.print_msg)
+    log.update(runner.stats.events, epoch, jumps=runner.stats.jumps)
+    # Epoch 1, HybridPredictCallback: step 93: jumped the weights ahead
+    # (scale 10).
+    log.end_epoch(epoch)
+    ```
     """
 
     def __init__(self, printer, prefix="HybridPredictCallback"):
         self.printer = printer
         self.prefix = prefix
+        # Events and jumps already reported (a resumed run sets them to the
+        # lengths of the lists it restored: their run reported those).
         self.seen = 0
+        self.seen_jumps = 0
         self.counts = collections.Counter()
+        self.jumps = 0
 
     def start_epoch(self):
         """Forgets which kinds were reported (new epoch)."""
         self.counts.clear()
+        self.jumps = 0
 
-    def update(self, events, epoch):
-        """Reports the events after the ones already seen.
+    def update(self, events, epoch, jumps=()):
+        """Reports the events and accepted jumps after the ones already
+        seen.
 
         Args:
             events: the runner's list of event dicts (only grows during one
                 `fit()`).
             epoch: the current epoch (0-based), shown 1-based.
+            jumps: the runner's list of jump dicts (`stats.jumps`, only
+                grows during one `fit()`); a rejected one is reported as its
+                event (`restore`).
         """
+        if len(jumps) < self.seen_jumps:  # a new run's list
+            self.seen_jumps = 0
+        for jump in jumps[self.seen_jumps:]:
+            if jump.get("accepted_scale") is None:
+                continue
+            self.jumps += 1
+            if self.jumps == 1:
+                self._print(epoch, describe_jump(jump))
+        self.seen_jumps = len(jumps)
         if len(events) < self.seen:  # a new run's list
             self.seen = 0
         for event in events[self.seen:]:
             kind, message = describe(event)
             self.counts[kind] += 1
             if self.counts[kind] == 1:
-                self.printer(f"\nEpoch {epoch + 1}, {self.prefix}: {message}")
+                self._print(epoch, message)
         self.seen = len(events)
 
+    def _print(self, epoch, message):
+        self.printer(f"\nEpoch {epoch + 1}, {self.prefix}: {message}")
+
     def end_epoch(self, epoch):
-        """Reports how often each kind repeated during the epoch."""
-        if any(count > 1 for count in self.counts.values()):
-            self.printer(
-                f"Epoch {epoch + 1}, {self.prefix}: interventions this epoch: "
-                + ", ".join(f"{kind} x{count}"
-                            for kind, count in sorted(self.counts.items()))
-                + "."
-            )
+        """Reports how often jumps and each kind of intervention repeated
+        during the epoch: `"jumps this epoch: 2; interventions: restore
+        x2."` (without jumps: `"interventions this epoch: restore x2."`)."""
+        if self.jumps > 1 or any(c > 1 for c in self.counts.values()):
+            kinds = ", ".join(f"{kind} x{count}"
+                              for kind, count in sorted(self.counts.items()))
+            if self.jumps:
+                text = f"jumps this epoch: {self.jumps}"
+                if kinds:
+                    text += f"; interventions: {kinds}"
+            else:
+                text = f"interventions this epoch: {kinds}"
+            self.printer(f"Epoch {epoch + 1}, {self.prefix}: {text}.")
         self.start_epoch()

@@ -11,6 +11,7 @@ import pytest
 import keras_hybrid as kh
 from keras_hybrid.messages import InterventionLog
 from keras_hybrid.messages import describe
+from keras_hybrid.messages import describe_jump
 from tests.helpers import build_mlp
 from tests.helpers import compile_model
 from tests.helpers import eager_config
@@ -70,6 +71,73 @@ def test_intervention_log_reports_each_kind_once_per_epoch():
     assert len(lines) == 4 and "Epoch 2" in lines[3] and "step 60" in lines[3]
     log.end_epoch(1)
     assert len(lines) == 4  # nothing repeated in epoch 2
+
+
+def test_describe_jump_names_step_and_scale_and_the_checked_losses():
+    assert describe_jump(
+        {"step": 393, "base_loss": None, "tried": [], "accepted_scale": 10.0}
+    ) == "step 393: jumped the weights ahead (scale 10)."
+    assert describe_jump({
+        "step": 226, "base_loss": 1.8432, "accepted_scale": 2.0,
+        "tried": [(1.0, 1.8201), (2.0, 1.8012), (4.0, 1.9)],
+    }) == "step 226: jumped the weights ahead (scale 2; check loss 1.843 -> 1.801)."
+
+
+def _jump(step, scale=10.0):
+    return {"step": step, "base_loss": None, "tried": [],
+            "accepted_scale": scale}
+
+
+def test_intervention_log_reports_accepted_jumps_once_per_epoch_with_a_count():
+    lines = []
+    log = InterventionLog(lines.append)
+    jumps = [_jump(121), _jump(155)]
+    log.update([], epoch=1, jumps=jumps[:1])
+    log.update([], epoch=1, jumps=jumps)
+    assert lines == ["\nEpoch 2, HybridPredictCallback: step 121: jumped "
+                     "the weights ahead (scale 10)."]
+    # A rejected jump is reported by its event (restore), not as a jump.
+    jumps.append(dict(_jump(189), accepted_scale=None))
+    events = [{"step": 191, "signal": "forward_check",
+               "outcome": "weights_restored"}]
+    log.update(events, epoch=1, jumps=jumps)
+    assert len(lines) == 2 and "restored the weights" in lines[1]
+    log.end_epoch(1)
+    assert lines[2] == ("Epoch 2, HybridPredictCallback: jumps this epoch: "
+                        "2; interventions: restore x1.")
+    jumps.append(_jump(223))
+    log.update(events, epoch=2, jumps=jumps)  # reported again in epoch 3
+    assert lines[3].startswith("\nEpoch 3, HybridPredictCallback: step 223")
+    log.end_epoch(2)
+    assert len(lines) == 4  # one jump in epoch 3: no count line
+
+
+class _InjectJumps(keras.callbacks.Callback):
+    """Records accepted jumps in the runner's statistics, as the runner
+    does, at given batches."""
+
+    def __init__(self, hybrid, batches):
+        super().__init__()
+        self.hybrid, self.batches = hybrid, batches
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch in self.batches:
+            runner = self.hybrid.runner
+            runner.stats.jumps.append(_jump(runner.controller.step))
+
+
+def test_accepted_jumps_are_printed_once_per_epoch_with_a_count(
+        classification_data):
+    x, y = classification_data
+    callback = kh.HybridPredictCallback(
+        eager_config(enable_prediction=False), verbose=1)
+    extra = [_InjectJumps(callback, batches={1, 4, 6})]
+    _, text = _fit(x, y, callback, verbose=0, extra=extra)
+    jumped = [line for line in text.splitlines()
+              if "jumped the weights ahead (scale 10)" in line]
+    assert len(jumped) == 2, text  # epochs 1 and 2, first jump of each
+    assert jumped[0].startswith("Epoch 1, HybridPredictCallback: step ")
+    assert text.count("jumps this epoch: 3.") == 2, text
 
 
 class _Inject(keras.callbacks.Callback):
