@@ -86,3 +86,18 @@ def test_rejected_jumps_retrain_identically_on_every_replica():
     assert out["max_replica_difference"] == 0.0
     assert out["eval_loss"] < 1.5, out
 
+
+
+@only_from_tensorflow
+@pytest.mark.parametrize("kind", ["mirrored", "data_parallel"])
+def test_freeze_schedule_on_two_replicas(kind):
+    """A frozen group stays put and the replicas agree under
+    MirroredStrategy and JAX's DataParallel."""
+    result = run(["tests/freeze_worker.py", kind])
+    assert result.returncode == 0, result.stderr[-4000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["frozen_unchanged"] and out["replicas_identical"], out
+    if kind == "mirrored":
+        assert out["replica_variables_compared"] > 0, out
+    assert [e["frozen_groups"] for e in out["events"]] == [2, 1]
+    assert out["loss"] < 0.6, out  # it learned (chance: ln 2 = 0.69)
