@@ -50,3 +50,14 @@ def test_timing_arms_run(task):
                                              repetitions=2)
     assert len(timing["ratios"]) == 2
     assert all(r > 0 for r in timing["ratios"])
+
+
+def test_extrapolation_picks_alpha_on_validation(task):
+    result = finetune_arms.run_extrapolation(task, 0, 1e-3, fraction=0.5,
+                                             alphas=(1.0, 2.0))
+    losses = result["alpha_val_losses"]
+    assert result["alpha"] == float(min(losses, key=losses.get))
+    assert result["val_loss"] == pytest.approx(min(losses.values()),
+                                               rel=1e-5)
+    assert result["backward_share"] == pytest.approx(
+        result["trained_steps"] / result["steps"])

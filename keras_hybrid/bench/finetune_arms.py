@@ -157,3 +157,62 @@ def time_frozen_steps(task, depth, steps=20, repetitions=5, seed=0):
             [f / g for f, g in zip(times["frozen"], times["full"])])),
         "backend": keras.backend.backend(),
     }
+
+
+ALPHAS = (1.0, 1.5, 2.0, 3.0, 5.0)
+
+
+def run_extrapolation(task, seed, learning_rate, fraction=0.25,
+                      alphas=ALPHAS, steps=None):
+    """Forward-only extrapolation from the pretrained start (as in ExPO):
+    the first `fraction` of full fine-tuning (its recipe over the whole
+    budget), then `theta_pre + alpha * (theta - theta_pre)` with `alpha`
+    picked by the validation loss; reported on the test split (and the
+    validation loss of the picked point).
+
+    Returns:
+        A dict like `run_hybrid`'s: `alpha`, `val_loss` / `test_loss` of
+        the picked point, `alpha_val_losses`, and `backward_share`
+        (`fraction`: the extrapolation itself runs forward passes only).
+    """
+    budget = int(steps or freeze_runs.budget_steps(task))
+    trained = max(1, int(round(fraction * budget)))
+    keras.backend.clear_session()
+    model = task.build_model(seed)
+    start = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
+    schedule = schedules.WarmupDecay(
+        float(learning_rate), budget, schedules.warmup_steps(task, budget),
+        decay="cosine")
+    optimizer = keras.optimizers.AdamW(learning_rate=schedule,
+                                       weight_decay=task.weight_decay)
+    model.compile(optimizer=optimizer, loss=task.loss)
+    order = pretrain_lib.batch_order(len(task.x_train), budget,
+                                     int(task.batch_size), seed)
+    batch = int(task.batch_size)
+    keras.utils.set_random_seed(int(seed))
+    begin = time.perf_counter()
+    model.fit(task.x_train[order[: trained * batch]],
+              task.y_train[order[: trained * batch]], batch_size=batch,
+              epochs=1, shuffle=False, verbose=0)
+    seconds = time.perf_counter() - begin
+    reached = [keras.ops.convert_to_numpy(v)
+               for v in model.trainable_variables]
+    validators = freeze_runs._validators(task)
+    losses = {}
+    for alpha in alphas:
+        for variable, a, b in zip(model.trainable_variables, start, reached):
+            variable.assign(a + alpha * (b - a))
+        losses[alpha] = validators["val"](model)[0]
+    best = min(losses, key=losses.get)
+    for variable, a, b in zip(model.trainable_variables, start, reached):
+        variable.assign(a + best * (b - a))
+    result = {
+        "task": task.name, "seed": int(seed),
+        "learning_rate": float(learning_rate), "steps": budget,
+        "trained_steps": trained, "alpha": float(best),
+        "alpha_val_losses": {str(k): float(v) for k, v in losses.items()},
+        "backward_share": trained / budget,
+        "train_seconds": seconds, "backend": keras.backend.backend(),
+    }
+    result.update(freeze_runs.evaluate(model, validators))
+    return result
