@@ -200,3 +200,16 @@ def test_oracle_rejects_tuning_on_reported_seeds(tmp_path):
         freeze_oracle.run_freeze_oracle(
             "ft-docs", out_dir=str(tmp_path), quick=True, seeds=(0,),
             tune_seeds=(0,), progress=False)
+
+
+def test_freeze_oracle_command_line_errors(tmp_path, capsys):
+    from keras_hybrid import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["freeze-oracle", "--quick", "--seeds", "0",
+                  "--tune-seeds", "0", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "tune_seeds" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["freeze-oracle", "--blocks", "two"])
+    assert "Received: 'two'" in capsys.readouterr().err
