@@ -2,43 +2,43 @@
 
 The model's train function dispatches here while a `HybridPredictCallback` is
 attached. Per call it runs exactly one of the compiled functions (FULL,
-per-step PREDICT) or a Python-side action (store a check batch, skip a batch,
-run the jump's forward line search), feeds the statistics to the state,
-predictor and report, and advances the controller.
+per-step PREDICT) or a Python-side action (keep a check batch, skip a
+batch), feeds the statistics to the state, predictor and report, and
+advances the controller. What each concept keeps lives in its own object,
+saved and restored by it (`runner_state`): the phase policy
+(`control`: `PhaseControl`, `QuietBackoff`), the jump's checks
+(`jump_check.JumpCheck`), shadow scoring (`shadow.ShadowScoring`), the
+rollback point and queued action (`recovery.Recovery`), the compiled
+functions (`compiled.CompiledPhases`).
 """
 
 import math
 import time
-import types
 
 import keras
-import numpy as np
 
 from keras_hybrid import backends
-from keras_hybrid import dynamics
 from keras_hybrid import divergence
+from keras_hybrid import dynamics
 from keras_hybrid.backends import common
-from keras_hybrid.dynamics.features import tail_mean
+from keras_hybrid.compiled import CompiledPhases
 from keras_hybrid.control import PhaseControl
+from keras_hybrid.control import QuietBackoff
+from keras_hybrid.jump_check import JumpCheck
 from keras_hybrid.phases import Phase
 from keras_hybrid.phases import PhaseController
-from keras_hybrid.recovery import RecoveryMixin
+from keras_hybrid.recovery import Recovery
 from keras_hybrid.report import LossCurve
 from keras_hybrid.report import RunStatistics
+from keras_hybrid.serialization import object_state
+from keras_hybrid.serialization import set_object_state
+from keras_hybrid.shadow import ShadowScoring
 from keras_hybrid.state import TrainingState
 from keras_hybrid.step_stats import StepStatistics
-from keras_hybrid.step_stats import to_host
-from keras_hybrid.trajectory import VariableSnapshots
-from keras_hybrid.trajectory import WeightTrajectory
 from keras_hybrid.trajectory import all_finite
-from keras_hybrid.trajectory import finite_flag
 
-# Fitting FULL phases in a row before a quiet stretch: the first gives a
-# fresh drift, the second scores a shadow prediction against it and may
-# start a PREDICT phase.
-QUIET_WINDOW = 2
 
-class HybridRunner(RecoveryMixin):
+class HybridRunner:
     """Drives hybrid training for one `fit()`.
 
     Args:
@@ -50,23 +50,20 @@ class HybridRunner(RecoveryMixin):
         self.model = model
         self.config = config
         self.backend = backends.get()
-        self.variables = None
-        self.trajectory = None
-        self.deltas = None
-        self.functions = None
-        self.predictor = None
+        # Set up once the model is built (`_setup`).
+        self.variables = self.trajectory = self.deltas = None
+        self.functions = self.predictor = None
         self.controller = PhaseController(config)
         self.control = PhaseControl(config)
+        self.quiet = QuietBackoff(config.max_quiet_phases)
         self.state = TrainingState()
         self.monitor = divergence.DivergenceMonitor(
             config.divergence, full_steps=config.full_steps
         )
-        self._good_vars = None
-        self._good_values = None
-        self._good_step = None
-        self._phase_alarm = False
-        self._action = None
         self.stats = RunStatistics()
+        self.recovery = Recovery(model, self.monitor)
+        self.jump_check = JumpCheck(config, self.stats, sync=self._sync)
+        self.shadow = ShadowScoring(self.stats, self.control)
         self.steps_per_execution = int(model.steps_per_execution or 1)
         self.confidence = 0.0
         self.predicted_loss = None
@@ -82,30 +79,13 @@ class HybridRunner(RecoveryMixin):
         self.batch_in_epoch = 0
         self.steps_per_epoch = None
         self.skip_batches = 0
-        self._outcome = None
-        self._restore_point = None
-        self._check_batches = []
-        self._rejected_batches = []
-        # The check batches of an accepted jump, trained on at the end of
-        # its PREDICT phase (`HybridConfig.train_check_batches`).
-        self._accepted_batches = []
-        self._abort = None
-        self._loss_limit = None
         self._phase_losses = []
         self._phase_start_features = None
         self._awaiting_correct_loss = False
         self._pending_iterations = 0
         self.pending_random_state = None
         self.total_steps = None
-        self._shadow = None
-        self._shadow_contiguous = False
         self._predict_length = 0
-        # Quiet phases (see `HybridConfig.max_quiet_phases`): quiet FULL
-        # phases still to run, windows in a row that ended without an
-        # accepted prediction, and fitting phases in the current window.
-        self._quiet_left = 0
-        self._misses = 0
-        self._window = 0
         # Called after every call of the fit loop (the callback's periodic
         # checkpoints and messages); `None`: nothing.
         self.after_call = None
@@ -117,74 +97,62 @@ class HybridRunner(RecoveryMixin):
         if model.trainable_variables:
             self._setup()
 
+    # The runner's own fields in its checkpoint section (its objects save
+    # theirs: see `runner_state`).
+    _STATE = ("confidence", "predicted_loss", "final_loss", "_phase_losses",
+              "_phase_start_features", "_awaiting_correct_loss",
+              "_pending_iterations", "_predict_length", "_last_read")
+
+    def get_state(self):
+        """The runner's own fields, JSON-safe."""
+        return object_state(self, self._STATE)
+
+    def set_state(self, state):
+        set_object_state(self, state, self._STATE)
+
+    def _sync(self):
+        self.backend.sync(self.model)
+
     def _setup(self):
         """Creates what depends on the model's variables (once built)."""
-        model = self.model
-        self.variables = list(model.trainable_variables)
-        # The compiled functions and the variables they work on are kept on
-        # the model between `fit()` calls (traced once, not per call) while
-        # the model's plain train function and variables stay the same.
-        key = (
-            id(getattr(model, "_hybrid_plain_train", None)),
-            id(model.optimizer),
-            tuple(id(v) for v in self.variables),
-            tuple(id(v) for v in model.non_trainable_variables),
-        )
-        cached = getattr(model, "_hybrid_compiled", None)
-        if cached is not None and cached.key == key:
-            self.trajectory = cached.trajectory
-            self.trajectory.reset()
-            self.deltas = cached.deltas
-            self._predict_start = cached.predict_start
-            self._good_vars = cached.good_vars
-        else:
-            self._build_functions()
-            # A plain object: Keras does not track what it holds as the
-            # model's own variables. `functions`: the compiled functions
-            # of each set of frozen weights (see `use_live_functions`).
-            model._hybrid_compiled = types.SimpleNamespace(
-                key=key, trajectory=self.trajectory, deltas=self.deltas,
-                predict_start=self._predict_start,
-                functions={None: self.functions}, good_vars=None,
-            )
+        compiled = CompiledPhases.of(self.model, self.backend)
+        self.variables = compiled.variables
+        self.trajectory = compiled.trajectory
+        self.deltas = compiled.deltas
+        self.jump_check.attach(self.trajectory.snapshots,
+                               compiled.predict_start)
+        self.recovery.snapshots = compiled.good_vars
         self.use_live_functions()
         self.predictor = dynamics.get(self.config, self.trajectory,
-                                      optimizer=model.optimizer)
+                                      optimizer=self.model.optimizer)
         # The weights training starts from are the first rollback target: a
         # non-finite first step (refused in the compiled step) can be
         # recovered from like any later one.
-        self._save_good_point()
-        self.model._hybrid_compiled.good_vars = self._good_vars
+        self.recovery.save_good_point(self.controller.step)
+        compiled.good_vars = self.recovery.snapshots
         if self.controller.phase == Phase.FULL:
             self._start_full()
 
     def use_live_functions(self):
-        """Runs the compiled functions of the weights trainable now
-        (`model._hybrid_live`, set by a freeze): each set of frozen weights
-        has its own, traced once and kept with the model."""
-        model = self.model
-        live = getattr(model, "_hybrid_live", None)
-        cache = model._hybrid_compiled.functions
-        if live not in cache:
-            cache[live] = self.backend.make_phase_functions(
-                model, self.trajectory.accumulators, self.deltas
-            )
-        self.functions = cache[live]
+        """Runs the compiled functions of the weights trainable now (see
+        `CompiledPhases.live_functions`)."""
+        self.functions = self.model._hybrid_compiled.live_functions(
+            self.model, self.backend
+        )
 
+    # ========================================================= freezing
     def _follow_schedule(self):
         """Switches to the frozen depth the freeze schedule gives this
         step, if it changed: a running prediction ends first (a freeze is
         a change the prediction did not foresee)."""
-        freezer = self.freezer
-        depth = freezer.depth_at(self.controller.step)
-        if depth != freezer.depth:
+        depth = self.freezer.depth_at(self.controller.step)
+        if depth != self.freezer.depth:
             self.switch_depth(depth)
 
     def switch_depth(self, depth):
         """Freezes the bottom `depth` layer groups (and no other) from the
         next step on."""
-        freezer = self.freezer
-        self.backend.sync(self.model)
+        self._sync()
         optimizer = self.model.optimizer
         if not optimizer.built:
             # Built for every trainable weight, frozen or not (a step that
@@ -193,31 +161,20 @@ class HybridRunner(RecoveryMixin):
                 optimizer.build(self.model.trainable_variables)
         if self.controller.phase == Phase.PREDICT:
             self.force_full(0)
-        freezer.switch(self.controller.step, depth, self.stats.backward)
+        self.freezer.switch(self.controller.step, depth, self.stats.backward)
         self.use_live_functions()
 
-    def _build_functions(self):
-        model = self.model
-        with self.backend.variable_scope(model):
-            self.trajectory = WeightTrajectory(self.variables)
-            # What a rejected prediction restores: the weights and the
-            # non-trainable state (e.g. moving statistics) of its start.
-            self._predict_start = VariableSnapshots(
-                self.variables + list(model.non_trainable_variables)
-            )
-            self.deltas = [
-                keras.Variable(
-                    keras.ops.zeros(v.shape, dtype=v.dtype),
-                    trainable=False,
-                    name=f"hybrid_delta_{i}",
-                )
-                for i, v in enumerate(self.variables)
-            ]
-        self.functions = self.backend.make_phase_functions(
-            model, self.trajectory.accumulators, self.deltas
-        )
+    def _settle_groups(self):
+        """Lets the layer-wise check conclude; freezes the group it found
+        settled."""
+        check = self.settle_check
+        if check.needs_weights(self.controller.step):
+            self._sync()
+        depth = check.after_step(self.controller.step)
+        if depth is not None:
+            self.switch_depth(depth)
 
-    # ================================================================ step
+    # ============================================================= step
     def run(self, iterator):
         """Runs one call of the fit loop (`steps_per_execution` batches),
         then `after_call`."""
@@ -239,7 +196,7 @@ class HybridRunner(RecoveryMixin):
             if not self.model.trainable_variables:
                 # A subclassed model builds on its first step: run it plainly.
                 return self._decorate(self._bootstrap(iterator, start), phase)
-            self.backend.sync(self.model)
+            self._sync()
             self._setup()
         if self.freezer is not None and self.freezer.steps:
             self._follow_schedule()
@@ -248,7 +205,7 @@ class HybridRunner(RecoveryMixin):
             logs, kind = self._predict_call(iterator)
         else:
             logs, kind = self._full_call(
-                iterator, collect=phase == Phase.FULL and not self._quiet_left
+                iterator, collect=phase == Phase.FULL and not self.quiet.quiet
             )
         self.stats.add_time(kind, time.perf_counter() - start)
         self.controller.advance(self.steps_per_execution)
@@ -256,16 +213,6 @@ class HybridRunner(RecoveryMixin):
             self._settle_groups()
         self._after_step()
         return self._decorate(logs, phase)
-
-    def _settle_groups(self):
-        """Lets the layer-wise check conclude; freezes the group it found
-        settled."""
-        check = self.settle_check
-        if check.needs_weights(self.controller.step):
-            self.backend.sync(self.model)
-        depth = check.after_step(self.controller.step)
-        if depth is not None:
-            self.switch_depth(depth)
 
     def _after_step(self):
         """Reads the device-side statistics when due (every
@@ -280,17 +227,26 @@ class HybridRunner(RecoveryMixin):
                 # read: reading them would make the host wait for the step
                 # just dispatched (JAX and accelerators run ahead).
                 self.read_statistics(keep_newest=self.steps_per_execution)
-        if not (c.phase_done or self._action or self._abort):
+        if not (c.phase_done or self.recovery.action or self.jump_check.abort):
             return
-        self.backend.sync(self.model)
-        if self._action is not None:
-            self._apply_action()
-        elif self._abort is not None:
-            self._end_predict(success=False, reason=self._abort)
-        elif c.phase_done and self.functions is not None:
+        self._sync()
+        if not self._carry_out() and c.phase_done and (
+            self.functions is not None
+        ):
             # (Without trainable weights there is nothing to predict: every
             # step stays a plain one.)
             self._end_phase()
+
+    def _carry_out(self):
+        """Carries out a queued recovery action, else ends a PREDICT phase
+        whose checks failed; returns whether there was either."""
+        if self.recovery.action is not None:
+            self._apply_action()
+        elif self.jump_check.abort is not None:
+            self._end_predict(success=False, reason=self.jump_check.abort)
+        else:
+            return False
+        return True
 
     def settle(self, keep_pending=False):
         """Reads any pending statistics now and carries out what they call
@@ -301,13 +257,10 @@ class HybridRunner(RecoveryMixin):
                 them as they are, so that a resumed run reads them at the
                 same step as an uninterrupted one).
         """
-        self.backend.sync(self.model)
+        self._sync()
         if self.step_stats and not keep_pending:
             self.read_statistics()
-        if self._action is not None:
-            self._apply_action()
-        elif self._abort is not None:
-            self._end_predict(success=False, reason=self._abort)
+        self._carry_out()
 
     def _read_due(self):
         """Whether the steps before the newest call crossed a multiple of
@@ -336,24 +289,26 @@ class HybridRunner(RecoveryMixin):
             if record.backward:
                 bad_step = self._consume_full(record) or bad_step
             else:
-                self._consume_predict(record)
+                self.state.record(record.step, record.loss, backward=False)
+                if self.controller.phase == Phase.PREDICT:
+                    self.jump_check.observe(record.loss)
             if bad_step:
                 # Later steps are undone by the rollback or abort.
                 break
-        if self._good_values is None and not bad_step and self.functions:
-            self.backend.sync(self.model)
-            self._save_good_point()
+        if self.recovery.good_values is None and not bad_step and (
+            self.functions
+        ):
+            self._sync()
+            self.recovery.save_good_point(self.controller.step)
         self.stats.add_overhead("encode", time.perf_counter() - start)
 
     def _consume_full(self, record):
         """One FULL step's statistics; returns whether it calls for a
         rollback or an abort."""
-        self._monitor(record.loss, record.grad_norm)
-        bad_step = self._action is not None and isinstance(
-            self._action[1],
-            (divergence.RollbackAndRetry, divergence.Abort),
-        )
-        if bad_step:
+        predicted = self.predicted_loss if self._awaiting_correct_loss else None
+        self.recovery.check(record.loss, record.grad_norm, predicted,
+                            self.controller.step)
+        if self.recovery.calls_for_rollback:
             return True
         if not (math.isfinite(record.loss) and (
             record.grad_norm is None or math.isfinite(record.grad_norm)
@@ -374,23 +329,15 @@ class HybridRunner(RecoveryMixin):
             )
         return False
 
-    def _consume_predict(self, record):
-        """One forward-only PREDICT step's statistics."""
-        loss = record.loss
-        self.state.record(record.step, loss, backward=False)
-        if self.controller.phase != Phase.PREDICT or self._abort:
-            return
-        if not math.isfinite(loss):
-            self._abort = "non_finite_loss"
-        elif self._loss_limit is not None and loss > self._loss_limit:
-            self._abort = "loss_sigma"
-
     def _fast_forward(self, iterator):
         """Consumes a batch that the checkpointed run had already trained
         on (resuming in the middle of an epoch)."""
         for _ in range(self.steps_per_execution):
             batch = self.backend.next_batch(iterator)
-        if not self._metrics_built():
+        self._sync()
+        try:
+            self.model.get_metrics_result()
+        except ValueError:
             # In a fresh process nothing has traced a step yet: build the
             # compiled metrics (and loss) from a batch, as `fit()` does
             # under a distribution strategy.
@@ -408,10 +355,9 @@ class HybridRunner(RecoveryMixin):
 
     @property
     def holds_check_batches(self):
-        """Whether a jump's check batches are held in memory (during its
-        forward checks, or accepted and waiting to be trained on): the
-        state cannot be checkpointed then."""
-        return bool(self._check_batches or self._accepted_batches)
+        """Whether a jump's check batches are held in memory (see
+        `JumpCheck.holds_batches`): the state cannot be checkpointed then."""
+        return self.jump_check.holds_batches
 
     def position(self):
         """`(epoch, batch_in_epoch)` of the next batch to train on."""
@@ -430,7 +376,7 @@ class HybridRunner(RecoveryMixin):
                          steps=n)
         self.stats.add_time("full", time.perf_counter() - start)
         if self.model.trainable_variables:
-            self.backend.sync(self.model)
+            self._sync()
             self._setup()
         self.controller.advance(n)
         self._after_step()
@@ -441,7 +387,7 @@ class HybridRunner(RecoveryMixin):
         """Adds the batches consumed without an optimizer update to
         `optimizer.iterations` (batched: one op instead of one per step)."""
         if self._pending_iterations:
-            self.backend.sync(self.model)
+            self._sync()
             self.model.optimizer.iterations.assign_add(self._pending_iterations)
             self._pending_iterations = 0
 
@@ -458,7 +404,7 @@ class HybridRunner(RecoveryMixin):
         if measured:
             # A layer-wise check batch: measured before it is trained on.
             batch = self.backend.next_batch(iterator)
-            self.backend.sync(self.model)
+            self._sync()
             check.measure(batch)
             out = self.functions["train_batch"](batch)
         else:
@@ -480,7 +426,7 @@ class HybridRunner(RecoveryMixin):
                 self.trajectory.first_mean is None
                 and self.controller.phase_step + n >= half
             ):
-                self.backend.sync(self.model)
+                self._sync()
                 self.trajectory.close_half()
         self.last_logs = logs
         return logs, kind or "full"
@@ -489,54 +435,43 @@ class HybridRunner(RecoveryMixin):
         c = self.controller
         k = c.phase_step
         interval = self.control.correction_interval()
-        checking = self.config.predict_mode == "jump" and k < (
-            self.config.validation_samples
-        )
+        check = self.jump_check
+        checking = check.checking(k)
         if (not checking and interval and k > 0 and k % interval == 0):
             self.stats.corrections += 1
             return self._full_call(iterator, collect=False, kind="correction")
-        if self.config.predict_mode == "per_step":
-            return self._per_step_call(iterator), "predict"
         n = self.steps_per_execution
+        if self.config.predict_mode == "per_step":
+            logs, loss, _ = common.split_stats(
+                self.functions["predict"](iterator)
+            )
+            self.stats.count(Phase.PREDICT, forward=n, steps=n)
+            self.step_stats.add(c.step + n, loss, kind="predict")
+            self.last_logs = logs
+            return logs, "predict"
         for _ in range(n):
             batch = self.backend.next_batch(iterator)
             if checking:
-                self._check_batches.append(batch)
+                check.add(batch)
         self._pending_iterations += n
         self.stats.count(Phase.PREDICT, steps=n)
         if checking:
-            if len(self._check_batches) >= self.config.validation_samples:
-                self._line_search()
+            if check.ready:
+                check.search(self.functions, c.step)
             return self._cached_logs(), "check"
         return self._cached_logs(), "skip"
 
-    def _per_step_call(self, iterator):
-        logs, loss, _ = common.split_stats(self.functions["predict"](iterator))
-        n = self.steps_per_execution
-        self.stats.count(Phase.PREDICT, forward=n, steps=n)
-        self.step_stats.add(self.controller.step + n, loss, kind="predict")
-        self.last_logs = logs
-        return logs
-
-    def _metrics_built(self):
-        self.backend.sync(self.model)
-        try:
-            self.model.get_metrics_result()
-        except ValueError:
-            return False
-        return True
-
     def _cached_logs(self):
         if self.last_logs is None:
-            self.backend.sync(self.model)
+            self._sync()
             self.last_logs = dict(self.model.get_metrics_result())
         return self.last_logs
 
-    # ========================================================== phases
+    # =========================================================== phases
     def _start_full(self):
         self._phase_losses = []
         self._phase_start_features = None
-        if self._quiet_left:
+        if self.quiet.quiet:
             return  # a quiet phase fits nothing (its sums are discarded)
         if self.trajectory is not None:
             self.trajectory.start_phase()
@@ -555,33 +490,39 @@ class HybridRunner(RecoveryMixin):
     def _end_full(self):
         c = self.controller
         start = time.perf_counter()
-        if not self._phase_alarm:
+        if not self.recovery.alarm:
             # Inside a run of quiet phases the rollback point moves only at
             # its end: a snapshot of every variable and optimizer slot
             # costs about as much as a step on a small model.
-            if self._quiet_left <= 1:
-                self._save_good_point()
+            if self.quiet.at_stretch_end:
+                self.recovery.save_good_point(c.step)
             self.monitor.healthy()
-        self._phase_alarm = False
-        if self._quiet_left:
+        self.recovery.alarm = False
+        if self.quiet.quiet:
             # A quiet phase only trained: nothing to fit or check.
-            self._quiet_left -= 1
+            self.quiet.quiet_phase_done()
             self.stats.quiet_phases += 1
             self.stats.add_overhead("update", time.perf_counter() - start)
             c.transition(Phase.FULL, outcome="completed")
             self._start_full()
             return
-        have_drift = self.trajectory.finish_phase(self._pending_shadow())
+        tr = self.trajectory
+        have_drift = tr.finish_phase(
+            self.shadow.to_score(tr, len(self._phase_losses))
+        )
         self.predictor.update_from_observation(
             self._phase_start_features, self.state, self._phase_losses
         )
         self.confidence = self.predictor.prediction_confidence(self.state)
         self.stats.confidences.append(self.confidence)
-        cos = self.trajectory.drift_consistency()
+        cos = tr.drift_consistency()
         if cos is not None:
             self.stats.weight_cosines.append(cos)
         if have_drift:
-            self._check_shadow()
+            self.shadow.score_and_predict(
+                tr, self.predictor, self.state, self._phase_losses,
+                self.confidence, self.config.full_steps,
+            )
         self.stats.add_overhead("update", time.perf_counter() - start)
         landing = self._landing_length()
         ready = (
@@ -595,25 +536,13 @@ class HybridRunner(RecoveryMixin):
         ):
             if self._start_predict(landing):
                 return
-        self._missed()
+        if self.quiet.missed():
+            # A quiet stretch starts: the next fitting phase does not
+            # continue this one.
+            self.interrupt()
+            tr.forget_drift()
         c.transition(Phase.FULL, outcome="completed")
         self._start_full()
-
-    def _missed(self):
-        """A fitting FULL phase ended without a prediction: at the end of a
-        window of `QUIET_WINDOW` such phases, the next `1, 2, 4, ...` FULL
-        phases (at most `max_quiet_phases`) are quiet. What the predictor
-        cost is then paid ever more rarely while prediction does not pay."""
-        self._window += 1
-        limit = self.config.max_quiet_phases
-        if not limit or self._window < QUIET_WINDOW:
-            return
-        self._window = 0
-        self._quiet_left = min(limit, 2 ** min(self._misses, 30))
-        self._misses += 1
-        # The next fitting phase does not continue this one.
-        self.interrupt()
-        self.trajectory.forget_drift()
 
     def _landing_length(self):
         """The rest of the run, if it should end with a PREDICT phase."""
@@ -627,69 +556,10 @@ class HybridRunner(RecoveryMixin):
             return None
         return int(remaining)
 
-    def _check_shadow(self):
-        """Scores the prediction made at the end of the previous FULL phase
-        against what this FULL phase really did, then makes the next one.
-
-        The predictions are never applied: they measure the predictor on
-        real outcomes (weight-change cosine and error, loss error,
-        calibration) and teach its calibrator and corrector.
-        """
-        tr = self.trajectory
-        pending, self._shadow = self._shadow, None
-        # Scored inside `finish_phase` (see `_pending_shadow`).
-        cos, error = tr.shadow_agreement
-        if pending is not None and cos is not None:
-            actual = tail_mean([l for _, l in self._phase_losses])
-            success = error < 1.0
-            self.stats.shadow_check(
-                cos, error, pending["loss"], actual, pending["confidence"],
-                success,
-            )
-            self.predictor.record_shadow(pending["confidence"], success, error)
-            self.control.residual(error)
-        self._shadow_contiguous = True
-        if not self.predictor.ready():
-            return
-        self.predictor.begin_shadow()
-        outcome = self.predictor.predict_phase_outcome(
-            self.state, self.config.full_steps
-        )
-        per_step = list(outcome.per_step_delta)
-        if len(per_step) == len(tr.drift) and all(
-            a is b for a, b in zip(per_step, tr.drift)
-        ):
-            finite = tr.drift_finite  # checked inside finish_phase
-        else:
-            finite = all_finite(per_step)
-        if not finite:
-            return
-        self._shadow = {
-            "per_step": list(outcome.per_step_delta),
-            "mean": list(tr.second_mean),
-            "lag": tr.lag,
-            "loss": outcome.predicted_loss,
-            "confidence": self.confidence,
-        }
-
-    def _pending_shadow(self):
-        """The shadow prediction to score at this FULL phase's end, as
-        `WeightTrajectory.finish_phase` takes it (`None` if there is none or
-        the phase does not continue the one it was made at)."""
-        pending = self._shadow
-        if pending is None or not self._shadow_contiguous:
-            return None
-        new_lag = (self.trajectory.count - 1) / 2.0
-        distance = len(self._phase_losses) + pending["lag"] - new_lag
-        if distance <= 0:
-            return None
-        return pending["per_step"], pending["mean"], distance
-
     def interrupt(self):
         """The weights change outside a FULL phase (PREDICT, rollback): the
         next FULL phase does not continue the last one."""
-        self._shadow = None
-        self._shadow_contiguous = False
+        self.shadow.interrupt()
         self.predictor.note_interruption()
 
     def _start_predict(self, length=None):
@@ -722,143 +592,27 @@ class HybridRunner(RecoveryMixin):
             Phase.PREDICT, length, outcome="completed",
             confidence=self.confidence,
         )
-        self._outcome = outcome
         self.predicted_loss = outcome.predicted_loss
-        self._restore_point = self._predict_start.take()
-        self._check_batches = []
+        self.jump_check.begin(outcome, self.state.full_loss)
         self.stats.predictions_attempted += 1
         if self.config.predict_mode == "per_step":
             self.trajectory.snapshots.restore(outcome.start)
             for delta, value in zip(self.deltas, outcome.per_step_delta):
                 delta.assign(value)
-            moments = self.state.full_loss
-            if moments.mean is not None:
-                self._loss_limit = moments.mean + (
-                    self.config.divergence_threshold * max(
-                        moments.std, 1e-3 * abs(moments.mean)
-                    )
-                )
         return True
-
-    def _line_search(self):
-        """Forward checks of the jump at each scale, in the configured order,
-        stopping as soon as the check loss stops improving; applies the best
-        one or restores the weights exactly. One host transfer per
-        candidate (its losses and whether it is finite)."""
-        start = time.perf_counter()
-        self.backend.sync(self.model)
-        batches = self._check_batches
-        if not self.config.check_jumps:
-            self._unchecked_jump(batches)
-            self.stats.add_overhead("predict", time.perf_counter() - start)
-            return
-        evaluate = self.functions["eval_loss"]
-
-        def mean_loss(finite=None):
-            values = [evaluate(b) for b in batches]
-            if finite is not None:
-                values.append(finite)
-            host = to_host(values)
-            self.stats.count(Phase.PREDICT, forward=len(batches))
-            ok = finite is None or bool(host[-1])
-            return float(np.mean(host[:len(batches)])), ok
-
-        base, _ = mean_loss()
-        reference = base
-        if getattr(self._outcome, "judge_from_start", False):
-            # A jump must beat its own (denoised) starting point too, so
-            # that denoising alone never counts as progress.
-            self.trajectory.snapshots.restore(self._outcome.start)
-            reference = min(base, mean_loss()[0])
-        best_loss, best = math.inf, None
-        tried = []
-        previous = None
-        for scale in self.config.predictor.jump_scales:
-            candidate = self._outcome.targets(scale)
-            self.trajectory.snapshots.restore(candidate)
-            loss, finite = mean_loss(finite_flag(candidate))
-            if not finite:
-                self.stats.event(
-                    self.controller.step, "non_finite_prediction",
-                    "rejected_before_apply",
-                )
-                continue
-            tried.append((scale, loss))
-            if math.isfinite(loss) and loss < best_loss:
-                best_loss, best = loss, (scale, candidate)
-            if previous is not None and not loss < previous:
-                break  # the losses stopped improving
-            previous = loss
-        tolerance = self.config.loss_tolerance
-        limit = min(
-            base * (1.0 + tolerance
-                    - getattr(self._outcome, "required_gain", 0.0)),
-            reference * (1.0 + tolerance),
-        )
-        self.stats.add_overhead("predict", time.perf_counter() - start)
-        accepted = best is not None and best_loss < limit
-        # The checks leave no trace in the non-trainable state (a layer may
-        # update variables in `call()` even in inference mode).
-        self._predict_start.restore(self._restore_point)
-        self._conclude_jump(batches, base, tried, best if accepted else None)
-
-    def _unchecked_jump(self, batches):
-        """`check_jumps=False`: applies the jump at its first scale with no
-        forward check (one host transfer: whether it is finite)."""
-        scale = self.config.predictor.jump_scales[0]
-        candidate = self._outcome.targets(scale)
-        finite = bool(to_host([finite_flag(candidate)])[0])
-        if not finite:
-            self.stats.event(self.controller.step, "non_finite_prediction",
-                             "rejected_before_apply")
-        self._conclude_jump(batches, None, [],
-                            (scale, candidate) if finite else None)
-
-    def _conclude_jump(self, batches, base_loss, tried, accepted):
-        """Records a jump in `stats.jumps`, then applies it or rejects it.
-
-        Args:
-            batches: its check batches (trained on after an accepted jump
-                with `train_check_batches`, after a rejected one always).
-            base_loss: the checked loss of the weights it replaces (`None`
-                unchecked).
-            tried: `(scale, checked loss)` of the candidates checked.
-            accepted: `(scale, weights)` of the jump to apply; `None`
-                rejects it.
-        """
-        self._check_batches = []
-        self.stats.jumps.append(
-            {"step": self.controller.step, "base_loss": base_loss,
-             "tried": tried,
-             "accepted_scale": accepted[0] if accepted else None}
-        )
-        if accepted:
-            self.trajectory.snapshots.restore(accepted[1])
-            if self.config.train_check_batches:
-                self._accepted_batches = batches
-            return
-        self._rejected_batches = batches
-        self._abort = "forward_check"
 
     def _end_predict(self, success, reason):
         c = self.controller
+        check = self.jump_check
         # A rejected jump costs time, not data: the batches it consumed for
         # its checks are trained on once the weights are restored. With
         # `train_check_batches`, an accepted jump's are trained on too,
         # from the jumped weights.
-        if success:
-            retrain = self._accepted_batches
-        else:
-            retrain = self._rejected_batches or self._check_batches
+        retrain = check.finish(success)
         self._pending_iterations -= len(retrain)
-        self._rejected_batches = []
-        self._accepted_batches = []
-        self._check_batches = []
         self.flush_iterations()
-        self._abort = None
-        self._loss_limit = None
         if success:
-            self._misses = self._window = 0  # prediction pays: no back-off
+            self.quiet.paid()  # prediction pays: no back-off
             self.stats.predictions_accepted += 1
             c.record_prediction(True)
             self._awaiting_correct_loss = self.predicted_loss is not None
@@ -866,11 +620,9 @@ class HybridRunner(RecoveryMixin):
             if retrain:
                 self._train_batches(retrain)
         else:
-            self._predict_start.restore(self._restore_point)
+            check.restore_start()
             self.stats.predictions_rejected += 1
-            # A rejection closes the window at the next phase end that
-            # does not predict.
-            self._window = max(self._window, QUIET_WINDOW - 1)
+            self.quiet.rejected()
             self.stats.event(c.step, reason, "weights_restored")
             self.predictor.record_outcome(False)
             c.record_prediction(False)
@@ -880,8 +632,7 @@ class HybridRunner(RecoveryMixin):
             # to are reset by the start.
             self._train_batches(retrain)
             self._start_full()
-        self._restore_point = None
-        self._outcome = None
+        check.close()
 
     def _train_batches(self, batches):
         """Training steps on stored batches (no trajectory collection)."""
@@ -893,14 +644,55 @@ class HybridRunner(RecoveryMixin):
                                 kind="retrain")
         if batches:
             self.trajectory.discard()
-        self.backend.sync(self.model)
+        self._sync()
 
     def _loss_slope(self):
         """Log-loss change per 100 steps over the recent FULL steps."""
         trend = self.state.log_loss_trend(self.config.loss_trend_steps)
         return 0.0 if trend is None else float(100.0 * trend[0])
 
-    # ============================================================ logs
+    def force_full(self, steps):
+        """Ends a running prediction (keeping its verified weights; an
+        unverified jump is undone like a rejection) and runs FULL phases
+        for at least `steps` steps."""
+        c = self.controller
+        self._sync()
+        c.force_full(steps)
+        if c.phase == Phase.PREDICT:
+            self._end_predict(success=not self.jump_check.unverified,
+                              reason="forced_full")
+
+    def _apply_action(self):
+        """Carries out the recovery action a read of the statistics
+        queued."""
+        signals, action = self.recovery.take_action()
+        c = self.controller
+        names = "+".join(s.name for s in signals)
+        outcome = type(action).__name__
+        if isinstance(action, divergence.ReducePredictRatio):
+            c.horizon_scale = max(0.1, c.horizon_scale * action.factor)
+        elif isinstance(action, divergence.ForceFullPhase):
+            self.force_full(action.steps)
+        elif isinstance(action, (divergence.RollbackAndRetry,
+                                 divergence.Abort)):
+            if c.phase == Phase.PREDICT:
+                self._end_predict(success=False, reason=names)
+            self.flush_iterations()
+            if self.recovery.roll_back():
+                self.interrupt()
+            if isinstance(action, divergence.Abort):
+                self.stats.event(c.step, names, self.recovery.abort_outcome())
+                self.model._detach_runner()
+                raise divergence.DivergenceError(action.reason)
+            outcome = self.recovery.rollback_outcome(action)
+            c.force_full(self.monitor.recovery_full_steps)
+            if c.phase == Phase.FULL:
+                self._start_full()
+        self.stats.event(c.step, names, outcome)
+        if c.phase_done:
+            self._end_phase()
+
+    # ============================================================= logs
     @property
     def final_loss(self):
         """The running loss of the last step's logs (read on demand: reading
@@ -936,16 +728,3 @@ class HybridRunner(RecoveryMixin):
         """Seconds from the start of `fit()` to its end (or to now)."""
         end = self.end_time or time.perf_counter()
         return self.elapsed_before + end - self.start_time
-
-    def force_full(self, steps):
-        """Ends a running prediction (keeping its verified weights) and runs
-        FULL phases for at least `steps` steps."""
-        c = self.controller
-        self.backend.sync(self.model)
-        c.force_full(steps)
-        if c.phase == Phase.PREDICT:
-            if self.config.predict_mode == "jump" and self._check_batches:
-                # The jump was not verified yet: undo it like a rejection.
-                self._end_predict(success=False, reason="forced_full")
-            else:
-                self._end_predict(success=True, reason="forced_full")

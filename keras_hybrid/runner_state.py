@@ -4,13 +4,20 @@
 value as JSON-safe data and every tensor as numpy arrays, named. Restoring
 them into a fresh runner built for the same model and config continues
 training exactly where the saved runner was.
+
+Each of the runner's objects saves its own state (`get_state`, and
+`get_arrays` for tensors), in a section of its own. Checkpoints of the
+first layout, where the runner's section held those objects' fields, are
+mapped to this one when they load (`_from_first_layout`).
 """
 
-import keras
 import numpy as np
 
+from keras_hybrid.serialization import decode
 from keras_hybrid.serialization import object_state
 from keras_hybrid.serialization import set_object_state
+from keras_hybrid.serialization import to_numpy as _numpy
+from keras_hybrid.serialization import to_tensors as _tensors
 
 CONTROLLER = ("phase", "phase_step", "phase_length", "step",
               "consecutive_predicts", "consecutive_failures", "cooldown",
@@ -24,24 +31,15 @@ STATISTICS = ("steps", "backward", "forward", "corrections", "quiet_phases",
               "predictions_rejected", "events", "jumps", "confidences",
               "weight_cosines", "loss_pairs", "shadow", "step_times",
               "overhead")
-RUNNER = ("confidence", "predicted_loss", "final_loss", "_loss_limit",
-          "_phase_losses", "_phase_start_features", "_awaiting_correct_loss",
-          "_pending_iterations", "_good_step", "_phase_alarm",
-          "_shadow_contiguous", "_predict_length", "_last_read",
-          "_quiet_left", "_misses", "_window")
 TRAJECTORY = ("count", "first_count", "second_count", "_consistency")
 TRAJECTORY_TENSORS = ("first_mean", "second_mean", "drift", "previous_drift")
+# The layout of `runner_state`'s JSON (absent from the first layout's).
+LAYOUT = 2
 
 
 class UnsafeCheckpointError(RuntimeError):
     """Raised when the runner is in the middle of a jump's forward checks,
     where holding batches makes the state impossible to save exactly."""
-
-
-def _numpy(values):
-    return None if values is None else [
-        keras.ops.convert_to_numpy(v) for v in values
-    ]
 
 
 def runner_state(runner):
@@ -54,13 +52,18 @@ def runner_state(runner):
             f"{runner.controller.step}); a later step boundary is safe."
         )
     json_state = {
+        "layout": LAYOUT,
         "controller": object_state(runner.controller, CONTROLLER),
         "training_state": object_state(runner.state, TRAINING_STATE),
         "full_loss": object_state(runner.state.full_loss, MOMENTS),
         "grad_norm": object_state(runner.state.grad_norm, MOMENTS),
         "monitor": object_state(runner.monitor, MONITOR),
         "statistics": object_state(runner.stats, STATISTICS),
-        "runner": object_state(runner, RUNNER),
+        "runner": runner.get_state(),
+        "recovery": runner.recovery.get_state(),
+        "jump_check": runner.jump_check.get_state(),
+        "quiet": runner.quiet.get_state(),
+        "shadow": runner.shadow.get_state(),
         "elapsed_s": runner.wall_time,
         # Statistics not read yet (see `HybridRunner.settle`).
         "pending_statistics": runner.step_stats.get_state(),
@@ -81,19 +84,14 @@ def runner_state(runner):
         json_state["trajectory"] = object_state(tr, TRAJECTORY)
         json_state["predictor"] = runner.predictor.get_state()
         json_state["control"] = runner.control.get_state()
-        shadow = runner._shadow
-        json_state["shadow"] = None if shadow is None else {
-            k: v for k, v in shadow.items() if k not in ("per_step", "mean")
-        }
         arrays["predictor"] = list(runner.predictor.get_arrays())
-        arrays["shadow_per_step"] = _numpy(shadow and shadow["per_step"])
-        arrays["shadow_mean"] = _numpy(shadow and shadow["mean"])
+        arrays.update(runner.shadow.get_arrays())
         arrays["accumulators"] = _numpy(tr.accumulators)
         for name in TRAJECTORY_TENSORS:
             arrays[name] = _numpy(getattr(tr, name))
         arrays["deltas"] = _numpy(runner.deltas)
-        arrays["restore_point"] = _numpy(runner._restore_point)
-        arrays["good_values"] = _numpy(runner._good_values)
+        arrays.update(runner.jump_check.get_arrays())
+        arrays.update(runner.recovery.get_arrays())
     return json_state, arrays
 
 
@@ -101,12 +99,34 @@ def runner_state(runner):
 # reproduces the older behaviour (a checkpoint of an earlier version loads).
 ADDED = {
     "statistics": {"quiet_phases": 0},
-    "runner": {"_quiet_left": 0, "_misses": 0, "_window": 0},
 }
+
+
+def _from_first_layout(json_state):
+    """A checkpoint's JSON in the first layout (the runner's section holding
+    the fields of the rollback point, the per-step loss limit, the quiet
+    back-off and shadow scoring; the pending shadow prediction apart) in
+    this one."""
+    old = json_state["runner"]
+    json_state["recovery"] = {"good_step": decode(old["_good_step"]),
+                              "alarm": decode(old["_phase_alarm"])}
+    json_state["jump_check"] = {"loss_limit": old["_loss_limit"]}
+    # The quiet back-off came later than the first checkpoints: without
+    # its counters, none.
+    json_state["quiet"] = {name: decode(old.get(f"_{name}", 0))
+                           for name in ("quiet_left", "misses", "window")}
+    json_state["shadow"] = {
+        "contiguous": decode(old["_shadow_contiguous"]),
+        "pending": json_state.get("shadow"),
+    }
+    json_state["layout"] = LAYOUT
+    return json_state
 
 
 def set_runner_state(runner, json_state, arrays):
     """Restores `runner_state` output into a freshly built runner."""
+    if "layout" not in json_state:
+        json_state = _from_first_layout(json_state)
     for section, defaults in ADDED.items():
         json_state[section] = {**defaults, **json_state[section]}
     set_object_state(runner.controller, json_state["controller"], CONTROLLER)
@@ -116,7 +136,11 @@ def set_runner_state(runner, json_state, arrays):
     set_object_state(runner.state.grad_norm, json_state["grad_norm"], MOMENTS)
     set_object_state(runner.monitor, json_state["monitor"], MONITOR)
     set_object_state(runner.stats, json_state["statistics"], STATISTICS)
-    set_object_state(runner, json_state["runner"], RUNNER)
+    runner.set_state(json_state["runner"])
+    runner.recovery.set_state(json_state["recovery"])
+    runner.quiet.set_state(json_state["quiet"])
+    runner.jump_check.set_state(json_state["jump_check"], arrays)
+    runner.shadow.set_state(json_state["shadow"], arrays)
     runner.elapsed_before = float(json_state["elapsed_s"])
     runner.step_stats.set_state(json_state.get("pending_statistics", []))
     freezer = json_state.get("freezer")
@@ -136,28 +160,14 @@ def set_runner_state(runner, json_state, arrays):
     runner.predictor.set_state(json_state["predictor"])
     runner.predictor.set_arrays(arrays.get("predictor") or [])
     runner.control.set_state(json_state["control"])
-    runner._shadow = None
-    if json_state["shadow"] is not None:
-        runner._shadow = dict(
-            json_state["shadow"],
-            per_step=_tensors(arrays["shadow_per_step"]),
-            mean=_tensors(arrays["shadow_mean"]),
-        )
     _assign(tr.accumulators, arrays["accumulators"])
     for name in TRAJECTORY_TENSORS:
         setattr(tr, name, _tensors(arrays[name]))
     _assign(runner.deltas, arrays["deltas"])
-    runner._restore_point = _tensors(arrays["restore_point"])
     if arrays["good_values"] is not None:
-        runner._save_good_point()  # builds the snapshot for these variables
-        runner._good_values = _tensors(arrays["good_values"])
-        runner._good_step = json_state["runner"]["_good_step"]
-
-
-def _tensors(values):
-    return None if values is None else [
-        keras.ops.convert_to_tensor(v) for v in values
-    ]
+        runner.recovery.set_arrays(arrays)
+        # (A good point of its own, taken by `_setup`, moved the step.)
+        runner.recovery.set_state(json_state["recovery"])
 
 
 def _assign(variables, values):

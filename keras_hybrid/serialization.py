@@ -4,7 +4,8 @@ The controller, training state, predictor, monitor and statistics hold only
 numbers, strings, lists, deques, counters, enums and small dataclasses.
 `object_state` turns the listed attributes of such an object into plain JSON
 values with type tags where JSON has no type; `set_object_state` puts them
-back. Tensors are not handled here (see `keras_hybrid.checkpoint`).
+back. Lists of tensors travel as numpy arrays (`to_numpy`, `to_tensors`),
+written by `keras_hybrid.checkpoint`.
 
 `clean_json` is the lossy one-way form of reports and bench results: strict
 JSON with non-finite floats as `null`.
@@ -15,6 +16,7 @@ import dataclasses
 import enum
 import math
 
+import keras
 import numpy as np
 
 from keras_hybrid.phases import Phase
@@ -105,6 +107,20 @@ def set_object_state(obj, state, names):
         )
     for name in names:
         setattr(obj, name, decode(state[name]))
+
+
+def to_numpy(values):
+    """A list of tensors as numpy arrays (`None` stays `None`)."""
+    return None if values is None else [
+        keras.ops.convert_to_numpy(v) for v in values
+    ]
+
+
+def to_tensors(values):
+    """Inverse of `to_numpy`."""
+    return None if values is None else [
+        keras.ops.convert_to_tensor(v) for v in values
+    ]
 
 
 def clean_json(value):

@@ -208,7 +208,7 @@ def test_hopeless_divergence_aborts_with_clear_error(classification_data):
 def test_rollback_restores_weights_and_optimizer_bit_for_bit(classification_data):
     x, y = classification_data
     model, runner = trained_runner(x, y)
-    runner._save_good_point()
+    runner.recovery.save_good_point(runner.controller.step)
     good_model = [np.array(v) for v in model.variables]
     good_optimizer = [np.array(v) for v in model.optimizer.variables]
     model.fit(x[:256], y[:256], batch_size=32, epochs=1, verbose=0)
@@ -216,8 +216,10 @@ def test_rollback_restores_weights_and_optimizer_bit_for_bit(classification_data
         v.assign(v * np.nan)
     signal = dv.Signal("non_finite_loss", float("nan"), 0.0,
                        dv.DivergenceLevel.CRITICAL)
-    runner._action = ([signal], dv.RollbackAndRetry(runner._good_step, 1.0))
-    runner._apply_action()
+    runner.recovery.action = (
+        [signal], dv.RollbackAndRetry(runner.recovery.good_step, 1.0)
+    )
+    runner.settle()  # carries the queued action out
     for a, b in zip(good_model, model.variables):
         np.testing.assert_array_equal(a, np.array(b))
     for a, b in zip(good_optimizer, model.optimizer.variables):

@@ -194,21 +194,34 @@ def test_phase_cycle_skips_backward_passes(classification_data):
     )
 
 
+def checked_jump(runner, outcome, batches, functions=None):
+    """The runner's jump check run on `batches` for `outcome` (a jump from
+    the current weights), as at a jump's last check batch."""
+    check = runner.jump_check
+    check.begin(outcome, runner.state.full_loss)
+    for batch in batches:
+        check.add(batch)
+    check.search(functions or runner.functions, runner.controller.step)
+    return check
+
+
+def current_weights(model):
+    return [keras.ops.copy(v.value) for v in model.trainable_variables]
+
+
 def test_rejected_jump_restores_weights_exactly(classification_data):
     x, y = classification_data
     model, runner = trained_runner(x, y, loss_tolerance=0.0)
     before = weights_of(model)
-    runner._restore_point = [keras.ops.copy(v.value) for v in model.trainable_variables]
+    start = current_weights(model)
 
     class Terrible:
         def targets(self, scale):
-            return [v + 100.0 * scale for v in runner._restore_point]
+            return [v + 100.0 * scale for v in start]
 
-    runner._outcome = Terrible()
     batch = (keras.ops.convert_to_tensor(x[:32]), keras.ops.convert_to_tensor(y[:32]))
-    runner._check_batches = [batch, batch]
-    runner._line_search()
-    assert runner._abort == "forward_check"
+    check = checked_jump(runner, Terrible(), [batch, batch])
+    assert check.abort == "forward_check"
     assert_same_weights(before, weights_of(model))
 
 
@@ -219,14 +232,13 @@ def test_loss_tolerance_admits_a_slightly_worse_jump(
     x, y = classification_data
     model, runner = trained_runner(x, y, loss_tolerance=tolerance,
                                    predictor={"jump_scales": [1.0]})
-    runner._restore_point = [keras.ops.copy(v.value)
-                             for v in model.trainable_variables]
-    start = float(keras.ops.convert_to_numpy(runner._restore_point[0])[0, 0])
+    start_weights = current_weights(model)
+    start = float(keras.ops.convert_to_numpy(start_weights[0])[0, 0])
 
     class SlightlyWorse:
         def targets(self, scale):
-            first = runner._restore_point[0] + scale * 1e-3
-            return [first] + list(runner._restore_point[1:])
+            first = start_weights[0] + scale * 1e-3
+            return [first] + list(start_weights[1:])
 
     def checked_loss(batch):
         # 1.0 at the current weights, 1.01 at the jump's target.
@@ -234,33 +246,29 @@ def test_loss_tolerance_admits_a_slightly_worse_jump(
         moved = float(keras.ops.convert_to_numpy(first)[0, 0]) - start
         return keras.ops.convert_to_tensor(1.0 + 10.0 * round(moved, 6))
 
-    runner._outcome = SlightlyWorse()
-    runner.functions = dict(runner.functions, eval_loss=checked_loss)
     batch = (keras.ops.convert_to_tensor(x[:32]),
              keras.ops.convert_to_tensor(y[:32]))
-    runner._check_batches = [batch, batch]
-    runner._line_search()
+    check = checked_jump(runner, SlightlyWorse(), [batch, batch],
+                         dict(runner.functions, eval_loss=checked_loss))
     jump = runner.stats.jumps[-1]
     assert [round(loss, 4) for _, loss in jump["tried"]] == [1.01]
     assert (jump["accepted_scale"] == 1.0) == accepted
-    assert (runner._abort == "forward_check") == (not accepted)
+    assert (check.abort == "forward_check") == (not accepted)
 
 
 def test_non_finite_prediction_never_reaches_the_weights(classification_data):
     x, y = classification_data
     model, runner = trained_runner(x, y)
     before = weights_of(model)
-    runner._restore_point = [keras.ops.copy(v.value) for v in model.trainable_variables]
+    start = current_weights(model)
 
     class Broken:
         def targets(self, scale):
-            return [v * np.nan for v in runner._restore_point]
+            return [v * np.nan for v in start]
 
-    runner._outcome = Broken()
     batch = (keras.ops.convert_to_tensor(x[:32]), keras.ops.convert_to_tensor(y[:32]))
-    runner._check_batches = [batch]
-    runner._line_search()
-    assert runner._abort == "forward_check"
+    check = checked_jump(runner, Broken(), [batch])
+    assert check.abort == "forward_check"
     assert_same_weights(before, weights_of(model))
     assert any(e["signal"] == "non_finite_prediction" for e in runner.stats.events)
 

@@ -10,7 +10,8 @@ import keras
 import pytest
 
 import keras_hybrid as kh
-from keras_hybrid import runner as runner_module
+from keras_hybrid.control import QuietBackoff
+from keras_hybrid.control.quiet import QUIET_WINDOW
 from tests.helpers import build_mlp
 from tests.helpers import compile_model
 from tests.helpers import eager_config
@@ -18,10 +19,12 @@ from tests.helpers import eager_config
 pytestmark = pytest.mark.backends
 
 
-def _fit(x, y, epochs=1, saves=None, **config):
+def _fit(x, y, epochs=1, saves=None, forgotten=None, **config):
     """A hybrid fit that records the step at which each fitting FULL phase
-    ended (`finish_phase` is the fitting phases' end), and in `saves` (a
-    list, if given) the steps at which the rollback point was taken."""
+    ended (`finish_phase` is the fitting phases' end), in `saves` (a list,
+    if given) the steps at which the rollback point was taken, and in
+    `forgotten` (a list, if given) those at which the drift was forgotten
+    (a quiet stretch starts)."""
     model = compile_model(kh.HybridModel.wrap(build_mlp(0)))
     callback = kh.HybridPredictCallback(eager_config(**config))
     fitted = []
@@ -39,14 +42,22 @@ def _fit(x, y, epochs=1, saves=None, **config):
 
                 trajectory.finish_phase = spied
                 trajectory._spied = True
+                if forgotten is not None:
+                    forget = trajectory.forget_drift
+
+                    def forgetting():
+                        forgotten.append(runner.controller.step)
+                        return forget()
+
+                    trajectory.forget_drift = forgetting
                 if saves is not None:
-                    save = runner._save_good_point
+                    save = runner.recovery.save_good_point
 
-                    def saving():
-                        saves.append(runner.controller.step)
-                        return save()
+                    def saving(step):
+                        saves.append(step)
+                        return save(step)
 
-                    runner._save_good_point = saving
+                    runner.recovery.save_good_point = saving
 
     model.fit(x, y, batch_size=32, epochs=epochs, verbose=0, shuffle=False,
               callbacks=[callback, Recorder()])
@@ -58,7 +69,7 @@ def _expected_pattern(phases, limit):
     prediction is ever accepted."""
     pattern, misses = [], 0
     while len(pattern) < phases:
-        pattern += [True] * runner_module.QUIET_WINDOW
+        pattern += [True] * QUIET_WINDOW
         pattern += [False] * min(limit, 2 ** misses)
         misses += 1
     return pattern[:phases]
@@ -66,8 +77,9 @@ def _expected_pattern(phases, limit):
 
 def test_quiet_stretches_double_up_to_the_limit(classification_data):
     x, y = classification_data  # 1000 samples: 31 steps per epoch
-    runner, fitted = _fit(x, y, epochs=4, enable_prediction=False,
-                          max_quiet_phases=4)
+    forgotten = []
+    runner, fitted = _fit(x, y, epochs=4, forgotten=forgotten,
+                          enable_prediction=False, max_quiet_phases=4)
     full_steps = runner.config.full_steps
     warmup = runner.config.warmup_steps
     phases = (runner.controller.step - warmup) // full_steps
@@ -76,6 +88,12 @@ def test_quiet_stretches_double_up_to_the_limit(classification_data):
             for i, fits in enumerate(pattern) if fits] == fitted
     assert runner.stats.quiet_phases == pattern.count(False)
     assert runner.stats.quiet_phases >= 8
+    # Each quiet stretch starts afresh: the drift of the window before it
+    # is forgotten where the window ends.
+    ahead = _expected_pattern(phases + 1, limit=4)
+    starts = [warmup + (i + 1) * full_steps for i in range(phases)
+              if ahead[i] and not ahead[i + 1]]
+    assert forgotten == starts
     report = runner.stats
     assert report.backward == runner.controller.step  # nothing skipped
 
@@ -105,7 +123,7 @@ def test_rollback_point_moves_at_the_end_of_a_quiet_stretch(
     assert at_phase_ends == expected
     quiet = pattern[:-1].count(False)
     assert quiet > len(expected) - (len(pattern) - 1 - quiet)
-    assert runner._good_step == saves[-1]
+    assert runner.recovery.good_step == saves[-1]
 
 
 def test_no_quiet_phases_when_disabled(classification_data):
@@ -118,16 +136,33 @@ def test_no_quiet_phases_when_disabled(classification_data):
     assert runner.stats.quiet_phases == 0
 
 
-def test_window_then_doubling_stretch(classification_data):
-    x, y = classification_data
-    runner, _ = _fit(x[:320], y[:320], enable_prediction=False,
-                     max_quiet_phases=8)
-    runner._quiet_left, runner._misses, runner._window = 0, 3, 0
-    runner._missed()
-    assert (runner._quiet_left, runner._misses) == (0, 3)  # window not over
-    runner._missed()
-    assert (runner._quiet_left, runner._misses) == (8, 4)  # min(8, 2 ** 3)
-    assert runner.trajectory.drift is None  # the next phase starts afresh
+def test_window_then_doubling_stretch():
+    backoff = QuietBackoff(max_quiet_phases=8)
+    backoff.misses = 3
+    assert not backoff.missed()  # the window is not over
+    assert (backoff.quiet_left, backoff.misses) == (0, 3)
+    assert backoff.missed()
+    assert (backoff.quiet_left, backoff.misses) == (8, 4)  # min(8, 2 ** 3)
+    assert backoff.quiet and not backoff.at_stretch_end
+    for left in range(7, 0, -1):
+        backoff.quiet_phase_done()
+        assert backoff.quiet_left == left
+    assert backoff.quiet and backoff.at_stretch_end  # the stretch's last
+    backoff.quiet_phase_done()
+    assert not backoff.quiet
+
+
+def test_backoff_outcomes_and_state():
+    backoff = QuietBackoff(max_quiet_phases=4)
+    backoff.rejected()  # a rejection closes the window at the next miss
+    assert backoff.missed() and backoff.quiet_left == 1
+    fresh = QuietBackoff(max_quiet_phases=4)
+    fresh.set_state(backoff.get_state())
+    assert fresh.get_state() == backoff.get_state() == {
+        "quiet_left": 1, "misses": 1, "window": 0}
+    backoff.paid()
+    assert (backoff.misses, backoff.window) == (0, 0)
+    assert not QuietBackoff(max_quiet_phases=0).missed()  # never quiet
 
 
 def test_accepted_prediction_ends_the_back_off(classification_data):
@@ -139,14 +174,15 @@ def test_accepted_prediction_ends_the_back_off(classification_data):
     class BackedOff(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
             runner = callback.runner
-            runner._misses = 5  # as if many windows had not paid
-            end_predict = runner._end_predict
+            runner.quiet.misses = 5  # as if many windows had not paid
+            record = runner.controller.record_prediction
 
-            def spied(success, reason):
-                end_predict(success, reason)
-                outcomes.append((success, runner._misses))
+            def spied(success):
+                # (Recorded once the phase's outcome is settled.)
+                outcomes.append((success, runner.quiet.misses))
+                return record(success)
 
-            runner._end_predict = spied
+            runner.controller.record_prediction = spied
 
     model.fit(x, y, batch_size=32, epochs=1, verbose=0, shuffle=False,
               callbacks=[callback, BackedOff()])

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import keras_hybrid as kh
+from keras_hybrid.jump_check import JumpCheck
 from keras_hybrid.phases import Phase
-from keras_hybrid.runner import HybridRunner
 
 from helpers import build_mlp
 from helpers import compile_model
@@ -25,38 +25,53 @@ def _data():
 
 def _fit(monkeypatch, **config):
     """Two epochs (40 steps) of a hybrid fit that jumps early and often,
-    recording every line search and every `_train_batches` call."""
+    recording every jump check (`JumpCheck.search`: its batches, the
+    jump's first target, whether it was accepted and the weights then) and
+    every training step on a stored batch (the compiled `train_batch`:
+    the batch, the phase and the weights it trained from)."""
     searches, trainings = [], []
-    line_search = HybridRunner._line_search
-    train_batches = HybridRunner._train_batches
-
-    def spy_search(runner):
-        checked = list(runner._check_batches)
-        line_search(runner)
-        accepted = runner._abort is None
-        searches.append({
-            "batches": checked, "accepted": accepted,
-            "weights": weights_of(runner.model) if accepted else None,
-        })
-
-    def spy_train(runner, batches):
-        trainings.append({
-            "batches": list(batches), "phase": runner.controller.phase,
-            "weights": weights_of(runner.model),
-        })
-        train_batches(runner, batches)
-
-    monkeypatch.setattr(HybridRunner, "_line_search", spy_search)
-    monkeypatch.setattr(HybridRunner, "_train_batches", spy_train)
     x, y = _data()
     model = compile_model(kh.HybridModel.wrap(build_mlp(0)),
                           learning_rate=1e-3)
+    search = JumpCheck.search
+
+    def spy_search(check, functions, step):
+        checked = list(check.batches)
+        scale = check.config.predictor.jump_scales[0]
+        target = [keras.ops.convert_to_numpy(t)
+                  for t in check.outcome.targets(scale)]
+        search(check, functions, step)
+        accepted = check.abort is None
+        searches.append({
+            "batches": checked, "accepted": accepted, "target": target,
+            "after": [keras.ops.convert_to_numpy(v)
+                      for v in check.weights.variables],
+            "weights": weights_of(model) if accepted else None,
+        })
+
+    monkeypatch.setattr(JumpCheck, "search", spy_search)
     callback = kh.HybridPredictCallback(eager_config(
         predictor={"type": "nesterov", "min_agreement": -1.0,
                    "jump_scales": [1.0]},
         **config,
     ))
-    model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[callback])
+
+    class SpyTraining(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            runner = callback.runner
+            train = runner.functions["train_batch"]
+
+            def spy_train(batch):
+                trainings.append({
+                    "batch": batch, "phase": runner.controller.phase,
+                    "weights": weights_of(model),
+                })
+                return train(batch)
+
+            runner.functions["train_batch"] = spy_train
+
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0,
+              callbacks=[callback, SpyTraining()])
     summary = callback.report()["training_summary"]
     return model, callback.runner, summary, searches, trainings
 
@@ -69,11 +84,13 @@ def _assert_trained_after(accepted, trainings):
     """Each accepted jump's check batches were trained on right after it,
     from the jumped weights (in the CORRECT phase that follows)."""
     after = [t for t in trainings if t["phase"] == Phase.CORRECT]
-    assert len(after) == len(accepted)
-    for search, training in zip(accepted, after):
-        assert _same_objects(training["batches"], search["batches"])
-        for a, b in zip(search["weights"], training["weights"]):
+    assert _same_objects([t["batch"] for t in after],
+                         [b for s in accepted for b in s["batches"]])
+    first = 0
+    for search in accepted:
+        for a, b in zip(search["weights"], after[first]["weights"]):
             np.testing.assert_array_equal(a, b)
+        first += len(search["batches"])
 
 
 def test_accepted_jumps_skip_nothing(monkeypatch):
@@ -90,7 +107,7 @@ def test_accepted_jumps_skip_nothing(monkeypatch):
     assert runner.stats.backward_reduction() == 0.0
     assert int(model.optimizer.iterations.numpy()) == steps
     _assert_trained_after(accepted, trainings)
-    assert not runner._accepted_batches and runner.safe_to_checkpoint
+    assert not runner.jump_check.holds_batches and runner.safe_to_checkpoint
 
 
 def test_longer_phases_skip_only_the_batches_after_the_checks(monkeypatch):
@@ -101,7 +118,8 @@ def test_longer_phases_skip_only_the_batches_after_the_checks(monkeypatch):
     accepted = sum(s["accepted"] for s in searches)
     assert accepted > 0
     assert summary["backward_passes"] == runner.controller.step - 3 * accepted
-    assert sum(t["phase"] == Phase.CORRECT for t in trainings) == accepted
+    # Two check batches each.
+    assert sum(t["phase"] == Phase.CORRECT for t in trainings) == 2 * accepted
 
 
 @pytest.mark.parametrize("explicit", [False, True])
@@ -116,7 +134,10 @@ def test_off_skips_the_whole_phase_as_before(monkeypatch, explicit):
     assert summary["backward_passes"] == runner.controller.step - 5 * accepted
     # Only rejected jumps' batches are trained on (back in FULL).
     assert all(t["phase"] == Phase.FULL for t in trainings)
-    assert len(trainings) == len(searches) - accepted
+    assert _same_objects(
+        [t["batch"] for t in trainings],
+        [b for s in searches if not s["accepted"] for b in s["batches"]],
+    )
     assert int(model.optimizer.iterations.numpy()) == runner.controller.step
 
 
@@ -169,33 +190,21 @@ def test_yaml_round_trip(tmp_path):
 
 
 def test_unchecked_jumps_cost_no_forward_pass(monkeypatch):
-    moves = []
-    unchecked = HybridRunner._unchecked_jump
-
-    def spy(runner, batches):
-        scale = runner.config.predictor.jump_scales[0]
-        target = [keras.ops.convert_to_numpy(t)
-                  for t in runner._outcome.targets(scale)]
-        unchecked(runner, batches)
-        moves.append((target, [keras.ops.convert_to_numpy(v)
-                               for v in runner.trajectory.variables]))
-
-    monkeypatch.setattr(HybridRunner, "_unchecked_jump", spy)
     model, runner, summary, searches, trainings = _fit(
         monkeypatch, train_check_batches=True, check_jumps=False,
         min_predict_steps=2, max_predict_steps=2, validation_samples=2,
     )
     steps = runner.controller.step
     assert searches and all(s["accepted"] for s in searches)
-    assert len(moves) == len(searches) == summary["predictions_accepted"]
+    assert len(searches) == summary["predictions_accepted"]
     # No forward check ran: one forward and one backward pass per batch.
     assert summary["backward_passes"] == summary["forward_passes"] == steps
     assert int(model.optimizer.iterations.numpy()) == steps
     assert all(j["tried"] == [] and j["base_loss"] is None
                for j in runner.stats.jumps)
     # Each jump moved the weights to its first scale's target ...
-    for target, weights in moves:
-        for a, b in zip(target, weights):
+    for search in searches:
+        for a, b in zip(search["target"], search["after"]):
             np.testing.assert_array_equal(a, b)
     # ... and its batches were trained on from there.
     _assert_trained_after(searches, trainings)

@@ -7,6 +7,8 @@ own state (`get_state` / `set_state`).
 - `UCB1`, `LinUCB`, `phase_reward`, `auto_tune_confidence` (`bandit.py`):
   the length bandits and what they learn from.
 - `AdaptiveInterval` (`interval.py`): the micro-correction interval.
+- `QuietBackoff` (`quiet.py`): quiet FULL phases while prediction does not
+  pay.
 """
 
 from keras_hybrid.control.bandit import LinUCB
@@ -15,3 +17,4 @@ from keras_hybrid.control.bandit import auto_tune_confidence
 from keras_hybrid.control.bandit import phase_reward
 from keras_hybrid.control.interval import AdaptiveInterval
 from keras_hybrid.control.phase import PhaseControl
+from keras_hybrid.control.quiet import QuietBackoff
