@@ -15,3 +15,10 @@ def classification_data():
     w = rng.normal(size=(20, 10)).astype("float32")
     y = np.argmax(x @ w + 0.5 * rng.normal(size=(2048, 10)), axis=1)
     return x, y.astype("int32")
+
+
+@pytest.fixture(scope="session")
+def pretrained_cache(tmp_path_factory):
+    """One cache folder of the fine-tuning tasks' pretrained backbones for
+    the whole test session (the quick pretraining runs once)."""
+    return str(tmp_path_factory.mktemp("kh_pretrained"))

@@ -21,8 +21,8 @@ GROUPS_LM = [["embedding", "position_embedding"], ["block_0"], ["block_1"],
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("kh_pretrained"))
+def cache(pretrained_cache):
+    return pretrained_cache
 
 
 @pytest.fixture(scope="module")
