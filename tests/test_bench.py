@@ -279,6 +279,9 @@ def test_run_benchmark_schema(tmp_path, capfd):
     assert "\nverdict for hybrid-drift (seed 0):\n" in printed.out
     assert "  backward passes skipped: " in printed.out
     assert "  beat the best plain reference? " in printed.out
+    assert "  cost per step: " in printed.out
+    assert " ms for plain fit() (" in printed.out
+    assert "at equal wall-clock (" in printed.out
     # The progress lines name the seed as the PNG's title does.
     assert "[tiny] hybrid-drift seed 0 (1/1) start" in printed.out
     # The step-time checks against internal targets need --profile.

@@ -90,6 +90,8 @@ def test_verdict_when_nothing_was_skipped():
         "    final validation loss of each: baseline 0.8060 (hybrid +0.0%), "
         "equal-budget-drift 0.9270 (hybrid -13.1%), truncated-drift 0.8060 "
         "(hybrid +0.0%), wsd-drift 0.7840 (hybrid +2.8%)",
+        "  cost per step: 5.50 ms against 4.25 ms for plain fit() (1.29x); "
+        "at equal wall-clock: n/a (no validation points)",
         "  wall-clock: 4.4 s of training against 3.4 s for plain fit() (the "
         "baseline), 1.29x; it reached the target (the baseline's final "
         "validation loss x 1.01) 30% later than the baseline",
@@ -124,6 +126,42 @@ def test_verdict_beats_the_best_reference_beyond_the_seed_spread():
     assert verdict.lines(_entry(close))[2] == (
         "  beat the best plain reference? no: final validation loss 0.7500, "
         "4.3% below wsd-drift (0.7840), within the spread over seeds")
+
+
+def _evals(times, losses):
+    return [{"step": 100 * i, "time_s": t, "val_loss": loss}
+            for i, (t, loss) in enumerate(zip(times, losses))]
+
+
+def test_cost_per_step_next_to_the_gain_at_equal_wall_clock():
+    # outer-like: every step trains, each costs 29% more, and it ends 5%
+    # lower; after the baseline's 3.4 s it was at 0.8300 against 0.8060.
+    def slower():
+        arms = _arms(0.766, accepted=14, attempted=14)
+        arms["hybrid-drift"]["evals"] = _evals([0.0, 1.5, 3.0, 4.4],
+                                               [2.3, 1.0, 0.83, 0.766])
+        arms["baseline"]["evals"] = _evals([0.0, 1.2, 2.3, 3.4],
+                                           [2.3, 1.0, 0.85, 0.806])
+        return arms
+
+    lines = verdict.lines(_entry([slower()]))
+    assert lines[4] == (
+        "  cost per step: 5.50 ms against 4.25 ms for plain fit() (1.29x); "
+        "at equal wall-clock (3.4 s of training, the shorter run) its "
+        "validation loss was 3.0% above the baseline's (0.8300 against "
+        "0.8060; the last validation of each by then)")
+    assert lines[5].startswith("  wall-clock: 4.4 s of training")
+    # Over seeds: the median with the spread, and each seed's gain.
+    faster = _arms(0.80)
+    faster["hybrid-drift"].update(wall_clock_s=3.0, evals=_evals(
+        [0.0, 3.0], [2.3, 0.80]))
+    faster["baseline"]["evals"] = _evals([0.0, 2.9, 3.4], [2.3, 0.84, 0.806])
+    line = verdict.cost_line(_entry([slower(), faster]), "hybrid-drift")
+    assert line == (
+        "cost per step: 4.62 ms against 4.25 ms for plain fit() (1.09x "
+        "[0.88-1.29]); at equal wall-clock (3.2 s of training, the shorter "
+        "run) its validation loss was 0.9% below the baseline's (+3.0%, "
+        "-4.8% per seed)")
 
 
 def _overhead():

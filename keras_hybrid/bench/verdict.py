@@ -1,6 +1,7 @@
 """The benchmark's verdict in words, per hybrid arm of a task: the share of
 backward passes it skipped, whether it beat the best plain reference (final
-validation loss against each), its wall-clock against plain `fit()`, and
+validation loss against each), its cost per step against plain `fit()` next
+to its gain at equal wall-clock, its wall-clock against plain `fit()`, and
 where to look next; and a note when arms that do the same work differ in
 wall-clock by more than the noise the run itself shows."""
 
@@ -179,6 +180,96 @@ def time_to_target_clause(entry, arm):
     return text
 
 
+def _loss_by(evals, seconds):
+    """The validation loss of the last validation point at or before
+    `seconds` of training (`None` if there is none)."""
+    losses = [e.get("val_loss") for e in evals or ()
+              if e.get("time_s") is not None and e["time_s"] <= seconds]
+    return losses[-1] if losses else None
+
+
+def _seed_evals(entry, arm):
+    return [(seed["arms"].get(arm) or {}).get("evals") or []
+            for seed in entry["per_seed"]]
+
+
+def equal_wall_clock(entry, arm):
+    """`arm` and the baseline after the same training time, per seed.
+
+    The time is the shorter of the two runs' training wall-clock; each
+    arm's validation loss is that of its last validation point by then.
+
+    Returns:
+        `(seconds, arm_loss, baseline_loss)` per seed where both exist.
+    """
+    out = []
+    walls = zip(_seed_figure(entry, arm, "wall_clock_s"),
+                _seed_figure(entry, "baseline", "wall_clock_s"),
+                _seed_evals(entry, arm), _seed_evals(entry, "baseline"))
+    for mine, plain, my_evals, plain_evals in walls:
+        if not mine or not plain:
+            continue
+        seconds = min(mine, plain)
+        pair = (_loss_by(my_evals, seconds), _loss_by(plain_evals, seconds))
+        if ratio(*pair) is not None:
+            out.append((seconds, *pair))
+    return out
+
+
+def _ms_per_step(entry, arm):
+    return [
+        None if not wall or not steps else 1e3 * wall / steps
+        for wall, steps in zip(_seed_figure(entry, arm, "wall_clock_s"),
+                               _seed_figure(entry, arm, "steps"))
+    ]
+
+
+def _spread(values, spec):
+    """`" [min-max]"` of several values, `""` of one."""
+    if len(values) < 2:
+        return ""
+    return f" [{min(values):{spec}}-{max(values):{spec}}]"
+
+
+def cost_line(entry, arm):
+    """What `arm` costs per training step against plain `fit()` (the
+    baseline), and its validation loss against the baseline's after the
+    same training time: its gain at equal wall-clock.
+
+    Example: "cost per step: 5.50 ms against 4.25 ms for plain fit()
+    (1.29x); at equal wall-clock (3.4 s of training, the shorter run) its
+    validation loss was 3.0% above the baseline's (0.8300 against 0.8060;
+    the last validation of each by then)".
+    """
+    pairs = [(a, b) for a, b in zip(_ms_per_step(entry, arm),
+                                    _ms_per_step(entry, "baseline"))
+             if a is not None and b is not None]
+    if not pairs:
+        return "cost per step: n/a (a wall-clock or step count is missing)"
+    ratios = [a / b for a, b in pairs]
+    text = (f"cost per step: {_median([a for a, _ in pairs]):.2f} ms "
+            f"against {_median([b for _, b in pairs]):.2f} ms for plain "
+            f"fit() ({_median(ratios):.2f}x{_spread(ratios, '.2f')})")
+    same = equal_wall_clock(entry, arm)
+    if not same:
+        return text + "; at equal wall-clock: n/a (no validation points)"
+    changes = [a / b - 1.0 for _, a, b in same]
+    change = _median(changes)
+    text += (
+        f"; at equal wall-clock ({_median([t for t, _, _ in same]):.1f} s "
+        f"of training, the shorter run) its validation loss was "
+        f"{_relation(change)} the baseline's"
+    )
+    if len(changes) > 1:
+        text += (f" ({', '.join(f'{c * 100:+.1f}%' for c in changes)} "
+                 "per seed)")
+    else:
+        _, mine, plain = same[0]
+        text += (f" ({mine:.4f} against {plain:.4f}; the last validation "
+                 "of each by then)")
+    return text
+
+
 def wall_clock_line(entry, arm):
     """`arm`'s training wall-clock against plain `fit()` (the baseline)."""
     mine = _median(_seed_figure(entry, arm, "wall_clock_s"))
@@ -227,13 +318,15 @@ def verdict(entry, arm, out_dir=None, profile=False):
     Returns:
         Lines: a heading, the share of backward passes skipped, whether
         the arm beat the best plain reference (and its final validation
-        loss against each), its wall-clock against plain `fit()`, and
-        where to look next.
+        loss against each), its cost per step against plain `fit()` with
+        its gain at equal wall-clock, its wall-clock against plain
+        `fit()`, and where to look next.
     """
     return (
         [f"verdict for {arm} ({_seeds_basis(entry)}):",
          "  " + skipped_line(entry, arm)]
         + ["  " + line for line in beat_lines(entry, arm)]
+        + ["  " + cost_line(entry, arm)]
         + ["  " + wall_clock_line(entry, arm)]
         + ["  " + line for line in next_lines(entry, arm, out_dir, profile)]
     )
