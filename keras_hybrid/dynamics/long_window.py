@@ -41,6 +41,11 @@ def _mix_impl(a, b, weight_a, weight_b):
     ]
 
 
+def _scale_impl(direction, coefficients):
+    return [ops.multiply(ops.cast(coefficients[i], d.dtype), d)
+            for i, d in enumerate(direction)]
+
+
 def _dots_impl(a, b):
     return ops.stack([
         ops.stack([
@@ -52,6 +57,7 @@ def _dots_impl(a, b):
 
 
 _combine = compile_function(_combine_impl)
+_scale = compile_function(_scale_impl)
 _mix = compile_function(_mix_impl)
 _dots = compile_function(_dots_impl)
 
@@ -60,6 +66,12 @@ def combine(base, direction, coefficients):
     """`base[i] + coefficients[i] * direction[i]` for every tensor."""
     return _combine(list(base), list(direction),
                     ops.convert_to_tensor(np.asarray(coefficients, "float32")))
+
+
+def scaled(direction, coefficients):
+    """`coefficients[i] * direction[i]` for every tensor (one dispatch)."""
+    return _scale(list(direction),
+                  ops.convert_to_tensor(np.asarray(coefficients, "float32")))
 
 
 def mix(a, b, weight_a, weight_b):
@@ -75,8 +87,12 @@ def tensor_cosines(a, b):
     Returns:
         `(per_tensor, overall)`: a NumPy array and a float.
     """
-    parts = np.asarray(ops.convert_to_numpy(_dots(list(a), list(b))),
-                       "float64")
+    return cosines_from_parts(ops.convert_to_numpy(_dots(list(a), list(b))))
+
+
+def cosines_from_parts(parts):
+    """`tensor_cosines` from the per-tensor rows `(a.b, a.a, b.b)`."""
+    parts = np.asarray(parts, "float64")
     norms = np.sqrt(parts[:, 1] * parts[:, 2])
     per_tensor = np.where(norms > 0, parts[:, 0] / np.maximum(norms, 1e-300),
                           0.0)
@@ -186,10 +202,7 @@ class LongWindowPredictor(DriftPredictor):
             units = horizon_units(ahead, scale * length / len(ahead))
             return combine(base, direction, coefficients * units)
 
-        per_step = combine(
-            [ops.zeros_like(d) for d in direction], direction,
-            coefficients * float(ahead[0]),
-        )
+        per_step = scaled(direction, coefficients * float(ahead[0]))
         return PhaseOutcome(
             targets=targets,
             per_step_delta=per_step,

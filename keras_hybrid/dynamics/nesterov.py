@@ -17,9 +17,27 @@ buffer before it: a tensor whose drift is mostly noise barely moves.
 """
 
 import numpy as np
+from keras import ops
 
+from keras_hybrid.backends import compile_function
 from keras_hybrid.dynamics import long_window
 from keras_hybrid.dynamics import schedule as lr_schedule
+from keras_hybrid.trajectory import scalar_tensor
+
+
+def _observe_impl(drift, buffer, per_rate, mu):
+    """The phase's displacement per unit of learning rate `s`, the new
+    buffer `mu * buffer + s` and the per-tensor dot products of `s` and the
+    old buffer (`long_window.tensor_cosines`' parts), in one dispatch. The
+    expressions are `long_window.mix`'s, so the values are the same."""
+    zero = ops.zeros((), dtype="float32")
+    one = ops.ones((), dtype="float32")
+    s = long_window._mix_impl(drift, drift, per_rate, zero)
+    new = long_window._mix_impl(buffer, s, mu, one)
+    return s, new, long_window._dots_impl(s, buffer)
+
+
+_observe_compiled = compile_function(_observe_impl)
 
 
 class NesterovPredictor(long_window.LongWindowPredictor):
@@ -48,18 +66,22 @@ class NesterovPredictor(long_window.LongWindowPredictor):
             self._restart(None)
             return
         mu = float(self.config.predictor.momentum)
-        # Per-step drift per unit of learning rate.
-        s = long_window.mix(self.trajectory.drift, self.trajectory.drift,
-                            1.0 / float(rates.mean()), 0.0)
+        per_rate = 1.0 / float(rates.mean())
+        drift = self.trajectory.drift
         if self.momentum_buffer is None:
-            self._restart(s)
+            # Per-step drift per unit of learning rate.
+            self._restart(long_window.mix(drift, drift, per_rate, 0.0))
             return
-        per_tensor, self.agreement = long_window.tensor_cosines(
-            s, self.momentum_buffer
+        # The same figures as `mix` and `tensor_cosines`, in one dispatch
+        # and one transfer.
+        s, buffer, parts = _observe_compiled(
+            list(drift), list(self.momentum_buffer), scalar_tensor(per_rate),
+            scalar_tensor(mu),
         )
+        per_tensor, self.agreement = long_window.cosines_from_parts(
+            ops.convert_to_numpy(parts))
         self.shrinkage = np.clip(per_tensor, 0.0, 1.0)
-        self.momentum_buffer = long_window.mix(self.momentum_buffer, s,
-                                               mu, 1.0)
+        self.momentum_buffer = list(buffer)
 
     def _restart(self, buffer):
         """Starts the momentum over from `buffer` (`None`: no velocity),
