@@ -122,7 +122,8 @@ class HybridPredictCallback(keras.callbacks.Callback):
         )
         self.runner.after_call = self._after_call
         model._attach_runner(self.runner)
-        self._interventions = InterventionLog(self._print)
+        self._interventions = InterventionLog(
+            self._print, ignore=_unreported_kinds(config))
         # A resumed run's events and jumps were reported by the run that
         # made them.
         self._interventions.seen = len(self.runner.stats.events)
@@ -316,6 +317,15 @@ class HybridPredictCallback(keras.callbacks.Callback):
     def save_report(self, path):
         """Writes `report()` as JSON to `path`; returns the path."""
         return save_report(self.report(), path)
+
+
+def _unreported_kinds(config):
+    """Interventions that change nothing under `config`, so not printed:
+    with a fixed PREDICT length (`min_predict_steps == max_predict_steps`,
+    as in `outer`) a shorter prediction horizon is no shorter."""
+    if config.min_predict_steps >= config.max_predict_steps:
+        return ("shorter_predictions",)
+    return ()
 
 
 def hybrid_logs(runner):

@@ -81,6 +81,9 @@ class InterventionLog:
         printer: called with each message line (e.g.
             `keras.utils.io_utils.print_msg`).
         prefix: put before every line.
+        ignore: kinds of intervention neither printed nor counted (they
+            stay in the report), e.g. `("shorter_predictions",)` where the
+            PREDICT length is fixed and a shorter horizon changes nothing.
 
     Example:
 
@@ -93,9 +96,10 @@ class InterventionLog:
     ```
     """
 
-    def __init__(self, printer, prefix="HybridPredictCallback"):
+    def __init__(self, printer, prefix="HybridPredictCallback", ignore=()):
         self.printer = printer
         self.prefix = prefix
+        self.ignore = frozenset(ignore)
         # Events and jumps already reported (a resumed run sets them to the
         # lengths of the lists it restored: their run reported those).
         self.seen = 0
@@ -133,6 +137,8 @@ class InterventionLog:
             self.seen = 0
         for event in events[self.seen:]:
             kind, message = describe(event)
+            if kind in self.ignore:
+                continue
             self.counts[kind] += 1
             if self.counts[kind] == 1:
                 self._print(epoch, message)

@@ -112,6 +112,49 @@ def test_intervention_log_reports_accepted_jumps_once_per_epoch_with_a_count():
     assert len(lines) == 4  # one jump in epoch 3: no count line
 
 
+class _InjectShorter(keras.callbacks.Callback):
+    """Records a prediction-error caution (a shorter horizon), as the
+    runner does, at every batch."""
+
+    def __init__(self, hybrid):
+        super().__init__()
+        self.hybrid = hybrid
+
+    def on_train_batch_end(self, batch, logs=None):
+        runner = self.hybrid.runner
+        runner.stats.event(runner.controller.step, "prediction_error",
+                           "ReducePredictRatio")
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_shorter_predictions_are_not_reported_where_lengths_are_fixed(
+        classification_data, fixed):
+    # outer's PREDICT phases are 2 steps, always: "shortened the next
+    # predictions" would be false (the report keeps the event).
+    x, y = classification_data
+    config = eager_config(max_predict_steps=6 if fixed else 10)
+    callback = kh.HybridPredictCallback(config, verbose=1)
+    _, text = _fit(x, y, callback, verbose=0,
+                   extra=[_InjectShorter(callback)], epochs=1)
+    assert ("shortened the next predictions" in text) != fixed, text
+    assert ("shorter_predictions x" in text) != fixed, text
+    events = callback.report()["divergence_events"]
+    assert sum(e["outcome"] == "ReducePredictRatio" for e in events) >= 7
+
+
+def test_intervention_log_ignores_the_kinds_it_is_told_to():
+    lines = []
+    log = InterventionLog(lines.append, ignore=("shorter_predictions",))
+    events = [{"step": s, "signal": "prediction_error",
+               "outcome": "ReducePredictRatio"} for s in (3, 4)]
+    log.update(events, epoch=0, jumps=[_jump(2), _jump(5)])
+    log.end_epoch(0)
+    assert lines == [
+        "\nEpoch 1, HybridPredictCallback: step 2: jumped the weights ahead "
+        "(scale 10).",
+        "Epoch 1, HybridPredictCallback: jumps this epoch: 2."]
+
+
 class _InjectJumps(keras.callbacks.Callback):
     """Records accepted jumps in the runner's statistics, as the runner
     does, at given batches."""
