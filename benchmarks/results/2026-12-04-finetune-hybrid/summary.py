@@ -1,0 +1,92 @@
+"""Prints the fine-tuning table of this folder's runs next to the freeze
+oracle's references (../2026-12-04-finetune-oracle/runs): per arm, the
+median [min-max] over the reported seeds of the final validation loss (and
+test loss) against tuned full fine-tuning's, and the backward work as a
+share of full fine-tuning's (from per-layer FLOPs).
+
+Run: python benchmarks/results/2026-12-04-finetune-hybrid/summary.py
+"""
+
+import collections
+import glob
+import json
+import os
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ORACLE = os.path.join(HERE, "..", "2026-12-04-finetune-oracle", "runs")
+SEEDS = (0, 1, 2)
+
+
+def _runs(folder):
+    out = collections.defaultdict(dict)
+    for path in glob.glob(os.path.join(folder, "*.json")):
+        name = os.path.basename(path)[:-5]
+        if "-seed" not in name:
+            continue
+        arm, seed = name.rsplit("-seed", 1)
+        if int(seed) in SEEDS:
+            with open(path) as f:
+                out[arm][int(seed)] = json.load(f)
+    return out
+
+
+def _spread(values):
+    values = np.asarray(values, dtype=float)
+    if len(values) == 1:
+        return f"{values[0]:.3f} (1 seed)"
+    return (f"{np.median(values):.3f} [{values.min():.3f}-"
+            f"{values.max():.3f}]")
+
+
+def table(task):
+    oracle = _runs(os.path.join(ORACLE, task))
+    hybrid = _runs(os.path.join(HERE, "runs", task))
+    full = [k for k in oracle if k.startswith("full-")]
+    if not full:
+        return None
+    reference = oracle[full[0]]
+    lines = [
+        f"{task} (reference: {full[0]}, seeds "
+        f"{sorted(reference)})",
+        "",
+        "| arm | seeds | val loss / full FT | test loss / full FT | "
+        "backward work / full FT |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    arms = sorted(oracle.items()) + sorted(
+        (f"callback: {k}", v) for k, v in hybrid.items())
+    for arm, runs in arms:
+        seeds = sorted(s for s in runs if s in reference)
+        if not seeds:
+            continue
+        val = [runs[s]["val_loss"] / reference[s]["val_loss"] for s in seeds]
+        test = [runs[s]["test_loss"] / reference[s]["test_loss"]
+                for s in seeds]
+        work = [runs[s]["backward_share"] for s in seeds]
+        lines.append(f"| {arm} | {len(seeds)} | {_spread(val)} | "
+                     f"{_spread(test)} | {_spread(work)} |")
+    return "\n".join(lines)
+
+
+def main():
+    for task in ("ft-docs", "ft-topics"):
+        text = table(task)
+        if text:
+            print(text + "\n")
+        for path in sorted(glob.glob(os.path.join(HERE, "runs", task,
+                                                  "timing-*.json"))):
+            with open(path) as f:
+                timing = json.load(f)
+            ratios = timing["ratios"]
+            print(f"{task}: step time with the bottom {timing['depth']} "
+                  f"groups frozen / nothing frozen (callback, alternated, "
+                  f"{timing['repetitions']} repetitions of "
+                  f"{timing['steps']} steps): median "
+                  f"{timing['median_ratio']:.3f} [{min(ratios):.3f}-"
+                  f"{max(ratios):.3f}]\n")
+
+
+if __name__ == "__main__":
+    main()
