@@ -340,6 +340,11 @@ class LayerwiseConfig:
             that still counts as "bought nothing".
         patience: checks in a row that must find the group settled.
         start_fraction: no group is frozen before this share of the run.
+        min_work: the least share of a step's backward work a freeze must
+            save: the lowest trainable group is checked (and frozen)
+            together with the groups above it until they reach it, so that
+            a group whose backward costs almost nothing (an embedding
+            lookup) is not frozen on its own.
     """
 
     enabled: bool = False
@@ -350,6 +355,7 @@ class LayerwiseConfig:
     tolerance: float = 0.0
     patience: int = 2
     start_fraction: float = 0.2
+    min_work: float = 0.05
 
     def __post_init__(self):
         o = "layerwise."
@@ -367,6 +373,7 @@ class LayerwiseConfig:
         check_number("tolerance", self.tolerance, 0.0, 1.0, owner=o)
         check_int("patience", self.patience, 1, owner=o)
         check_number("start_fraction", self.start_fraction, 0.0, 1.0, owner=o)
+        check_number("min_work", self.min_work, 0.0, 1.0, owner=o)
 
 
 _SECTIONS = {

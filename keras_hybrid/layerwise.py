@@ -11,7 +11,10 @@ on the next `check_batches` batches, each read before it is trained on
 the group's last window of movement costs nothing (`loss_reverted <= (1 +
 tolerance) * loss_now`, averaged over the batches) for `patience` windows
 in a row, the group is frozen where it is. Its backward pass stops, and the
-next group up is checked next. The top group (the head) always trains.
+next group up is checked next. The top group (the head) always trains. A
+group whose backward work is below `min_work` of a step's (an embedding
+lookup costs almost nothing) is checked and frozen together with the groups
+above it until they reach it: a freeze that saves nothing is not made.
 
 Each check step costs two forward passes (the current and the reverted
 weights) on its batch; nothing else changes in training.
@@ -52,12 +55,38 @@ class SettleCheck:
         self.snapshot_step = None
         self.losses = []  # (loss now, loss reverted) of this check
         self.decisions = []
+        self._cost_cache = None
 
     # ------------------------------------------------------------ steps
     @property
     def checking(self):
         """Whether a group is left to check (the top one always trains)."""
-        return self.depth < len(self.groups) - 1
+        return self._span_end() is not None
+
+    def _span_end(self):
+        """The last group of the span checked next: the lowest trainable
+        group and, while their backward work is below `min_work` of a full
+        step's, the groups above it (freezing a group whose backward costs
+        almost nothing, such as an embedding lookup, saves nothing); `None`
+        when no span below the top group reaches it."""
+        costs = self._costs()
+        total = float(sum(costs)) or 1.0
+        last = len(self.groups) - 1  # the top group always trains
+        work = 0.0
+        for g in range(self.depth, last):
+            work += costs[g]
+            if work / total >= self.settings.min_work:
+                return g
+        return None
+
+    def _costs(self):
+        if self._cost_cache is None:
+            self._cost_cache = self.groups.forward_costs()
+        return self._cost_cache
+
+    def _span_indices(self):
+        return [i for g in range(self.depth, self._span_end() + 1)
+                for i in self.groups.variable_indices[g]]
 
     def wants_batch(self, step):
         """Whether the batch of `step` is a check batch."""
@@ -69,7 +98,7 @@ class SettleCheck:
     def measure(self, batch):
         """The loss of `batch` at the current weights and with the checked
         group put back one window (one host transfer)."""
-        indices = self.groups.variable_indices[self.depth]
+        indices = self._span_indices()
         now = self.eval_loss(batch)
         current = [keras.ops.copy(self.variables[i].value) for i in indices]
         for i, value in zip(indices, self.snapshot):
@@ -103,6 +132,7 @@ class SettleCheck:
         self.losses = []
         decision = {
             "step": int(step), "group": int(self.depth),
+            "up_to_group": int(self._span_end()),
             "loss": float(now), "loss_reverted": float(reverted),
             "settled": settled, "frozen": False,
         }
@@ -112,7 +142,7 @@ class SettleCheck:
         )
         if freeze:
             decision["frozen"] = True
-            self.depth += 1
+            self.depth = self._span_end() + 1
             self.votes = 0
         self.decisions.append(decision)
         self._take_snapshot(step)
@@ -127,7 +157,7 @@ class SettleCheck:
         if not self.checking:
             self.snapshot = None
             return
-        indices = self.groups.variable_indices[self.depth]
+        indices = self._span_indices()
         # Copies: on JAX a variable's own array is donated by later steps.
         self.snapshot = [
             keras.ops.copy(self.variables[i].value) for i in indices

@@ -149,3 +149,29 @@ def test_schedule_and_layerwise_together_are_refused(data):
                 "finetune", freeze=kh.FreezeSchedule.bottom(1))])
     for a, b in zip(before, numpy_of(model.trainable_variables)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_cheap_bottom_group_is_checked_with_the_next_one():
+    """An embedding costs almost no backward work: it is checked, and
+    frozen, together with the block above it."""
+    keras.utils.set_random_seed(0)
+    model = kh.HybridModel.wrap(keras.Sequential([
+        keras.Input((6,), dtype="int32"),
+        keras.layers.Embedding(50, 8, name="emb"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(16, name="d1"),
+        keras.layers.Dense(3, name="head"),
+    ]))
+    groups = kh.LayerGroups(model)
+    assert groups.names() == [["emb"], ["d1"], ["head"]]
+    check = SettleCheck(
+        LayerwiseConfig(enabled=True, window=1, check_batches=1,
+                        patience=1, start_fraction=0.0),
+        groups, model.trainable_variables,
+        eval_loss=lambda batch: keras.ops.convert_to_tensor(1.0))
+    check.after_step(0)
+    assert len(check.snapshot) == 3  # emb's table, d1's kernel and bias
+    check.measure(None)
+    assert check.after_step(1) == 2  # emb and d1 frozen together
+    assert check.decisions[-1]["up_to_group"] == 1
+    assert not check.checking  # only the head is left
