@@ -1,10 +1,10 @@
 import os, time
 import numpy as np, keras
 import keras_hybrid as kh
-import keras_hybrid.backends as KB
-KB.EAGER_MAX_TENSORS=int(os.environ.get("EMT","24"))
 from keras_hybrid import runner as R
+from keras_hybrid import cycle as CY
 from keras_hybrid import recovery
+from keras_hybrid import shadow
 from keras_hybrid.bench import overhead as ov
 from keras_hybrid.bench.arms import compile_model, resolve_task
 task=resolve_task({"task":os.environ.get("TASK","mnist1d-mlp"),"quick":True,"seed":0})
@@ -15,12 +15,12 @@ x=np.concatenate([task.x_train]*reps)[:count]; y=np.concatenate([task.y_train]*r
 hyb=compile_model(kh.HybridModel.wrap(task.build_model(0)),task,task.learning_rate)
 acc={}
 def add(k,t): a=acc.setdefault(k,[0,0.0]); a[0]+=1; a[1]+=t
-orig=R.HybridRunner._end_phase
+orig=CY.PhaseCycle.end_phase
 def endp(self):
-    kind="quiet" if self._quiet_left else str(self.controller.phase)
+    kind="quiet" if self.quiet.quiet else str(self.controller.phase)
     t=time.perf_counter(); orig(self); add("end:"+kind,time.perf_counter()-t)
-R.HybridRunner._end_phase=endp
-for cls,name in [(R.HybridRunner,"_save_good_point"),(R.HybridRunner,"read_statistics"),(R.HybridRunner,"_check_shadow"),(R.HybridRunner,"_start_full")]:
+CY.PhaseCycle.end_phase=endp
+for cls,name in [(recovery.Recovery,"save_good_point"),(R.HybridRunner,"read_statistics"),(shadow.ShadowScoring,"score_and_predict"),(CY.PhaseCycle,"start_full")]:
     f=getattr(cls,name)
     def w(self,*a,_f=f,_n=name,**k):
         t=time.perf_counter(); r=_f(self,*a,**k); add(_n,time.perf_counter()-t); return r

@@ -2,6 +2,8 @@ import os, time
 import numpy as np, keras
 import keras_hybrid as kh
 from keras_hybrid import runner as R
+from keras_hybrid import calls as C
+from keras_hybrid import cycle as CY
 from keras_hybrid.bench import overhead as ov
 from keras_hybrid.bench.arms import compile_model, resolve_task
 task=resolve_task({"task":"mnist1d-mlp","quick":True,"seed":0})
@@ -16,7 +18,7 @@ def wrapm(cls,name):
     def w(self,*a,**k):
         t=time.perf_counter(); r=f(self,*a,**k); acc[name]=acc.get(name,0)+time.perf_counter()-t; return r
     setattr(cls,name,w)
-for n in ["run","_full_call","_after_step","read_statistics","_end_phase","_decorate"]: wrapm(R.HybridRunner,n)
+for cls,n in [(R.HybridRunner,"run"),(C.StepCalls,"full"),(R.HybridRunner,"_after_step"),(R.HybridRunner,"read_statistics"),(CY.PhaseCycle,"end_phase"),(R.HybridRunner,"_decorate")]: wrapm(cls,n)
 def fit():
     hyb.fit(x,y,batch_size=batch,epochs=1,verbose=0,shuffle=False,callbacks=[kh.HybridPredictCallback(cfg)])
 fit()
@@ -24,7 +26,7 @@ class Wrap:
     def __init__(s,f): s.f=f
     def __call__(s,*a):
         t=time.perf_counter(); r=s.f(*a); acc["full_fn"]=acc.get("full_fn",0)+time.perf_counter()-t; return r
-hyb._hybrid_compiled.functions["full"]=Wrap(hyb._hybrid_compiled.functions["full"])
+hyb._hybrid_compiled.functions[None]["full"]=Wrap(hyb._hybrid_compiled.functions[None]["full"])
 acc.clear()
 for i in range(5): fit()
 n=5*(start+steps)

@@ -31,7 +31,7 @@ def fit(model,h):
     if h: cbs.insert(0,kh.HybridPredictCallback(cfg))
     model.fit(x,y,batch_size=batch,epochs=1,verbose=0,shuffle=False,callbacks=cbs)
 fit(plain,False); fit(hyb,True)
-wh=Wrap(hyb._hybrid_compiled.functions["full"],"H"); hyb._hybrid_compiled.functions["full"]=wh
+wh=Wrap(hyb._hybrid_compiled.functions[None]["full"],"H"); hyb._hybrid_compiled.functions[None]["full"]=wh
 wp=Wrap(plain.train_function,"P"); plain.train_function=wp
 P=[];H=[]
 for i in range(8):
