@@ -98,7 +98,7 @@ def test_verdict_when_nothing_was_skipped():
         "  nothing was skipped: no prediction was accepted, so every batch "
         "got its backward pass, as in plain fit(). Try --config aggressive, "
         "or a task whose loss is still falling (--task stdlib-lm; see the "
-        "README, 'Will it speed up my model?').",
+        "README, 'Will it help?').",
         "  next: out/mnist1d-mlp.png plots each arm's validation loss "
         "against wall-clock (seed 0); the tables above compare the arms "
         "figure by figure; --profile adds the step-time checks.",

@@ -291,7 +291,7 @@ def next_lines(entry, arm, out_dir=None, profile=False):
             "nothing was skipped: no prediction was accepted, so every batch "
             "got its backward pass, as in plain fit(). Try --config aggressive, "
             "or a task whose loss is still falling (--task stdlib-lm; see "
-            "the README, 'Will it speed up my model?')."
+            "the README, 'Will it help?')."
         )
     places = []
     plot = entry.get("plot")
