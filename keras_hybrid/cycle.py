@@ -273,6 +273,10 @@ class PhaseCycle:
         self.calls.pending_iterations -= len(retrain)
         self.calls.flush_iterations()
         if success:
+            if self.config.predict_mode == "jump":
+                # The loss rises for a few steps after a jump: the monitor
+                # does not judge them against the loss before it.
+                self.monitor.note_jump()
             self.quiet.paid()  # prediction pays: no back-off
             self.stats.predictions_accepted += 1
             c.record_prediction(True)

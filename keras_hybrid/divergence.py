@@ -83,12 +83,24 @@ class DivergenceMonitor:
 
     Levels: non-finite loss or gradient, or a gradient norm above ten times
     the explosion threshold, is CRITICAL. A loss more than `loss_sigma`
-    standard deviations above its running mean, an exploding or a vanishing
+    standard deviations above its running mean two checked steps in a row
+    (one hard batch is not a divergence: when the data order repeats every
+    epoch, as in Keras' `fit()` after `keras.utils.set_random_seed`, the
+    same hard batch would warn in every epoch), an exploding or a vanishing
     gradient is a WARNING; `PERSISTENT_WARNINGS` loss or explosion warnings
     in a row become CRITICAL when the loss has doubled or the gradient is
     exploding (minibatch losses late in training are heavy-tailed: single
     or repeated moderate spikes are noise, not divergence). A vanishing
-    gradient never becomes critical: rolling back cannot cure it. A wrong loss forecast and an oscillating loss are CAUTION.
+    gradient never becomes critical: rolling back cannot cure it. A wrong
+    loss forecast and an oscillating loss are CAUTION.
+
+    After an accepted jump (`note_jump`) the loss rises for a few steps
+    before training pulls it down again (as after the outer steps of
+    Lookahead or DiLoCo): for the next `JUMP_SETTLE_STEPS` checked steps a
+    loss above the `loss_sigma` limit of the statistics from before the
+    jump raises no warning, is not held against the loss forecast and
+    enters no baseline. A loss still above it after them is judged as any
+    other; non-finite values and gradient signals are judged throughout.
 
     Args:
         config: the `DivergenceConfig`.
@@ -98,6 +110,11 @@ class DivergenceMonitor:
     """
 
     PERSISTENT_WARNINGS = 3
+    # Checked steps after an accepted jump whose loss is not judged against
+    # the loss statistics from before it (the spike after a jump lasts
+    # about three steps on our tasks; a real divergence is caught after
+    # them).
+    JUMP_SETTLE_STEPS = 10
 
     def __init__(self, config, full_steps=20, max_rollbacks=3):
         self.config = config
@@ -121,6 +138,15 @@ class DivergenceMonitor:
         self.rollbacks = 0
         self.steps_seen = 0
         self.warnings_in_a_row = 0
+        self.settle_steps = 0
+        # Whether the last checked loss was above the `loss_sigma` limit.
+        self.above_limit = False
+
+    def note_jump(self):
+        """An accepted jump has just moved the weights: the loss spike of
+        the next `JUMP_SETTLE_STEPS` checked steps is expected, not a
+        divergence."""
+        self.settle_steps = self.JUMP_SETTLE_STEPS
 
     # ---------------------------------------------------------- checks
     def check(self, loss, grad_norm=None, predicted_loss=None):
@@ -147,12 +173,20 @@ class DivergenceMonitor:
         if signals:
             return DivergenceLevel.CRITICAL, signals
 
+        settling = self.settle_steps > 0
+        if settling:
+            self.settle_steps -= 1
+        spike = above = False
         if self.loss_mean is not None and self.steps_seen > 10:
             sigma = max(math.sqrt(self.loss_var), 1e-3 * abs(self.loss_mean))
             limit = self.loss_mean + c.loss_sigma * sigma
-            if loss > limit:
+            if loss > limit and settling:
+                spike = True  # the expected rise after a jump
+            elif loss > limit and self.above_limit:
                 signals.append(Signal("loss_sigma", loss, limit,
                                       DivergenceLevel.WARNING))
+            above = loss > limit
+        self.above_limit = above
         if grad_norm is not None and self.grad_baseline:
             high = c.grad_explosion_factor * self.grad_baseline
             low = c.grad_vanishing_factor * self.grad_baseline
@@ -166,7 +200,7 @@ class DivergenceMonitor:
             elif grad_norm < low:
                 signals.append(Signal("gradient_vanishing", grad_norm, low,
                                       DivergenceLevel.WARNING))
-        if predicted_loss is not None and predicted_loss > 0:
+        if predicted_loss is not None and predicted_loss > 0 and not spike:
             error = abs(loss - predicted_loss) / predicted_loss
             if error > c.prediction_error:
                 signals.append(Signal("prediction_error", error,
@@ -195,11 +229,12 @@ class DivergenceMonitor:
                                       self.PERSISTENT_WARNINGS, level))
         else:
             self.warnings_in_a_row = 0
-        if level <= DivergenceLevel.WARNING:
+        if level <= DivergenceLevel.WARNING and not spike:
             # Baselines follow warnings too, so that a shift of the loss
             # level (late-training noise, a new phase) is not mistaken for
             # divergence forever; critical values never enter them, nor
-            # does an exploding gradient enter the gradient baseline.
+            # does an exploding gradient enter the gradient baseline, nor
+            # the spike after a jump either baseline.
             exploding = any(s.name == "gradient_explosion" for s in signals)
             self._update_baselines(loss, None if exploding else grad_norm)
         return level, signals

@@ -25,7 +25,7 @@ CONTROLLER = ("phase", "phase_step", "phase_length", "step",
 TRAINING_STATE = ("losses", "grad_norms", "step")
 MOMENTS = ("decay", "mean", "var", "count")
 MONITOR = ("loss_mean", "loss_var", "grad_baseline", "losses", "rollbacks",
-           "steps_seen", "warnings_in_a_row")
+           "steps_seen", "warnings_in_a_row", "settle_steps", "above_limit")
 STATISTICS = ("steps", "backward", "forward", "corrections", "quiet_phases",
               "predictions_attempted", "predictions_accepted",
               "predictions_rejected", "events", "jumps", "confidences",
@@ -99,6 +99,7 @@ def runner_state(runner):
 # reproduces the older behaviour (a checkpoint of an earlier version loads).
 ADDED = {
     "statistics": {"quiet_phases": 0},
+    "monitor": {"settle_steps": 0, "above_limit": False},
 }
 
 
