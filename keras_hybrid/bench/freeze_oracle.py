@@ -294,6 +294,10 @@ def oracle_rows(full, probe, schedules, tolerance=0.01):
     }
 
 
+def _blocks(count):
+    return f"{count} block" + ("" if count == 1 else "s")
+
+
 def _fmt(value, spec=".4f"):
     return "n/a" if value is None else format(value, spec)
 
@@ -332,7 +336,7 @@ def markdown_tables(result):
             f"{probe['val_loss'] / full['val_loss']:.3f}", "-",
             max(probe["backward_share"], 1e-9)))
         for r in rows["schedules"]:
-            label = (f"bottom {r['blocks']} blocks frozen at "
+            label = (f"bottom {_blocks(r['blocks'])} frozen at "
                      f"t={r['freeze_at']:.0%}")
             per_seed = ", ".join(f"{v:.3f}" for v in r["per_seed_ratio"])
             mark = " (within)" if r["within"] else ""
@@ -345,7 +349,7 @@ def markdown_tables(result):
                          f"{rows['tolerance']:.0%} of full fine-tuning.")
         else:
             lines.append(
-                f"Oracle: bottom {oracle['blocks']} blocks frozen at "
+                f"Oracle: bottom {_blocks(oracle['blocks'])} frozen at "
                 f"t={oracle['freeze_at']:.0%}: {oracle['backward_share']:.3f}"
                 f" of full fine-tuning's backward work "
                 f"({oracle['saving']:.2f}x less) at "
@@ -355,8 +359,8 @@ def markdown_tables(result):
         if timing:
             ratios = sorted(timing["ratios"])
             lines.append(
-                f"Step wall-clock, bottom {timing['depth'] - 1} blocks frozen"
-                f" / full: median {freeze_runs.median(ratios):.2f} (range "
+                f"Step wall-clock, bottom {_blocks(timing['depth'] - 1)} "
+                f"frozen / full: median {freeze_runs.median(ratios):.2f} (range "
                 f"{ratios[0]:.2f}-{ratios[-1]:.2f}, {len(ratios)} alternated"
                 f" repetitions of {timing['steps']} steps; full step median "
                 f"{1000 * freeze_runs.median(timing['full_s']):.0f} ms); "
