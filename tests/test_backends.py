@@ -25,7 +25,7 @@ only_from_tensorflow = pytest.mark.skipif(
 )
 
 
-def run(args, backend=None, timeout=900):
+def run(args, backend=None, timeout=2400):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     if backend:
         env["KERAS_BACKEND"] = backend
