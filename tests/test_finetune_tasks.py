@@ -213,3 +213,22 @@ def test_freeze_oracle_command_line_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["freeze-oracle", "--blocks", "two"])
     assert "Received: 'two'" in capsys.readouterr().err
+
+
+def test_oracle_json_keeps_the_tasks_of_earlier_calls(tmp_path, monkeypatch):
+    class Stub:
+        def __init__(self, name):
+            self.name = name
+
+    monkeypatch.setattr(finetune, "get_finetune_task",
+                        lambda name, **kwargs: Stub(name))
+    monkeypatch.setattr(freeze_oracle, "_run_task",
+                        lambda task, runs, settings, log: {"ran": task.name})
+    for name, grid in (("ft-docs", (1e-3,)), ("ft-topics", (3e-4,))):
+        freeze_oracle.run_freeze_oracle(name, out_dir=str(tmp_path),
+                                        progress=False, lr_grid=grid)
+    with open(tmp_path / "oracle.json") as f:
+        saved = json.load(f)["tasks"]
+    assert sorted(saved) == ["ft-docs", "ft-topics"]
+    assert saved["ft-docs"]["settings"]["lr_grid"] == [1e-3]
+    assert saved["ft-topics"]["settings"]["lr_grid"] == [3e-4]

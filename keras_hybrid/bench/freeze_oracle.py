@@ -23,7 +23,9 @@ alternated in one process.
 
 Every run's figures are written to `<out>/runs/<task>/<run>.json` as it
 ends; a run whose file exists is read back instead of run again, so an
-interrupted sweep resumes. `oracle.json` holds the tables.
+interrupted sweep resumes. `oracle.json` holds the tables; the entries of
+tasks run by an earlier call into the same folder are kept (each entry
+records the settings it ran with).
 """
 
 import datetime
@@ -109,22 +111,37 @@ def run_freeze_oracle(tasks=DEFAULTS["tasks"], out_dir="freeze_oracle_out",
                      for k, v in settings.items()},
         "tasks": {},
     }
+    path = os.path.join(out_dir, "oracle.json")
+    previous = _previous_tasks(path)
     start = time.perf_counter()
     for name in tasks:
         task = get_finetune_task(name, quick=quick, cache_dir=cache_dir,
                                  progress=progress)
         runs = _Runs(task, os.path.join(out_dir, "runs", name), log)
-        result["tasks"][name] = _run_task(task, runs, settings, log)
+        entry = _run_task(task, runs, settings, log)
+        entry["settings"] = result["settings"]
+        entry["elapsed_s"] = time.perf_counter() - start
+        result["tasks"][name] = entry
         result["elapsed_s"] = time.perf_counter() - start
-        harness._write_json(clean_json(result),
-                            os.path.join(out_dir, "oracle.json"))
+        # Tasks run by an earlier call (with their own settings) are kept.
+        harness._write_json(
+            clean_json({**result, "tasks": {**previous, **result["tasks"]}}),
+            path)
         if progress:
             print(markdown_tables({"tasks": {name:
                                              result["tasks"][name]}}),
                   flush=True)
-    log(f"wrote {os.path.join(out_dir, 'oracle.json')} "
-        f"({time.perf_counter() - start:.0f}s)")
+    log(f"wrote {path} ({time.perf_counter() - start:.0f}s)")
     return clean_json(result)
+
+
+def _previous_tasks(path):
+    """The task entries of an existing `oracle.json` (`{}` if none)."""
+    try:
+        with open(path) as f:
+            return dict(json.load(f).get("tasks") or {})
+    except (OSError, ValueError):
+        return {}
 
 
 def _check_settings(settings):
