@@ -232,3 +232,48 @@ def test_oracle_json_keeps_the_tasks_of_earlier_calls(tmp_path, monkeypatch):
     assert sorted(saved) == ["ft-docs", "ft-topics"]
     assert saved["ft-docs"]["settings"]["lr_grid"] == [1e-3]
     assert saved["ft-topics"]["settings"]["lr_grid"] == [3e-4]
+
+
+def test_lora_and_weight_average_references(quick_tasks):
+    task = quick_tasks["ft-topics"]
+    lora = freeze_runs.run_finetune(task, seed=3, learning_rate=1e-2,
+                                    lora_rank=2, steps=4)
+    # Every Dense and attention projection below the head is adapted; only
+    # the low-rank factors and the head train, and the backward work is
+    # counted in full.
+    model = task.build_model(3)
+    blocks = len([layer for layer in model.layers
+                  if layer.name.startswith("block_")])
+    assert len(lora["lora_layers"]) == 6 * blocks
+    head = sum(int(np.prod(v.shape))
+               for v in model.get_layer("head").trainable_variables)
+    assert head < lora["lora_trainable_params"] < sum(
+        int(np.prod(v.shape)) for v in model.trainable_variables) / 4
+    assert lora["backward_share"] == 1.0 and np.isfinite(lora["val_loss"])
+    ema = freeze_runs.run_finetune(task, seed=3, learning_rate=1e-3,
+                                   ema_momentum=0.5, steps=4)
+    plain = freeze_runs.run_finetune(task, seed=3, learning_rate=1e-3,
+                                     steps=4)
+    # fit() ends on the average, so the weights differ from plain's.
+    assert ema["val_loss"] != plain["val_loss"]
+    with pytest.raises(ValueError, match="Received: lora_rank=2"):
+        freeze_runs.run_finetune(task, 0, 1e-3, lora_rank=2, probe=True)
+    with pytest.raises(ValueError, match="Received: ema_momentum"):
+        freeze_runs.run_finetune(task, 0, 1e-3, ema_momentum=0.9,
+                                 depth=2, freeze_at=0.5)
+
+
+def test_oracle_rows_name_the_best_full_backward_reference():
+    full = [_run(s, 1.0) for s in (0, 1, 2)]
+    probe = [_run(s, 1.3, 0.01) for s in (0, 1, 2)]
+    references = {"ema": [_run(s, 0.99) for s in (0, 1, 2)],
+                  "lora": [_run(s, 1.02) for s in (0, 1, 2)]}
+    rows = freeze_oracle.oracle_rows(full, probe, {}, 0.01, references)
+    assert rows["best_reference"] == "ema"
+    assert rows["references"]["lora"]["val_ratio"] == pytest.approx(1.02)
+    text = freeze_oracle.markdown_tables({"tasks": {"ft-x": {
+        "rows": rows, "tuning": {"full_lr": 1e-3, "probe_lr": 1e-2,
+                                 "lora": {"lr": 1e-2}},
+        "timing": None}}})
+    assert "| Keras LoRA (lr 0.01) | 1.000 |" in text
+    assert "Best full-backward reference: ema." in text

@@ -8,7 +8,12 @@ best a fixed schedule could do on the fine-tuning tasks
    full fine-tuning's peak learning rate from `lr_grid`, and the linear
    probe's from `probe_lr_grid` (lowest mean final validation loss).
 2. References on the reported seeds (default 0-2) at the tuned rates: full
-   fine-tuning and the linear probe.
+   fine-tuning and the linear probe; and, each tuned the same way on its
+   own grid, full fine-tuning with Keras' weight average (`use_ema`,
+   `ema_momentum`; `ema_lr_grid`) and Keras LoRA (`enable_lora` of rank
+   `lora_rank` below the head; `lora_lr_grid`), counted at full backward
+   work (Keras adds the low-rank product to the frozen kernel, so the
+   backward pass still runs through every layer).
 3. Static freezes at full fine-tuning's tuned rate: the bottom `k` blocks
    (and the embeddings below them) frozen from step 0 (`t = 0`), or frozen
    at `t` of the budget with the optimizer state kept (see
@@ -46,6 +51,10 @@ DEFAULTS = {
     "tune_seeds": (100, 101),
     "lr_grid": (3e-4, 1e-3, 3e-3, 1e-2),
     "probe_lr_grid": (1e-3, 3e-3, 1e-2),
+    "ema_lr_grid": (1e-3, 3e-3, 1e-2),
+    "ema_momentum": 0.99,
+    "lora_lr_grid": (3e-3, 1e-2, 3e-2),
+    "lora_rank": 8,
     "blocks": (1, 2, 3, 4),
     "freeze_at": (0.0, 0.5, 0.75),
     "tolerance": 0.01,
@@ -54,7 +63,9 @@ DEFAULTS = {
 }
 QUICK = {
     "seeds": (0,), "tune_seeds": (100,), "lr_grid": (1e-3, 3e-3),
-    "probe_lr_grid": (3e-3,), "blocks": (2,), "freeze_at": (0.0, 0.5),
+    "probe_lr_grid": (3e-3,), "ema_lr_grid": (3e-3,),
+    "lora_lr_grid": (1e-2,), "lora_rank": 4,
+    "blocks": (2,), "freeze_at": (0.0, 0.5),
     "timing_steps": 3, "timing_repetitions": 2,
 }
 
@@ -71,7 +82,8 @@ def run_freeze_oracle(tasks=DEFAULTS["tasks"], out_dir="freeze_oracle_out",
             `keras_hybrid.bench.pretrain.cache_dir`).
         progress: print a line per run and the tables.
         **options: overrides of `DEFAULTS` (`seeds`, `tune_seeds`,
-            `lr_grid`, `probe_lr_grid`, `blocks`, `freeze_at`, `tolerance`,
+            `lr_grid`, `probe_lr_grid`, `ema_lr_grid`, `ema_momentum`,
+            `lora_lr_grid`, `lora_rank`, `blocks`, `freeze_at`, `tolerance`,
             `timing_steps`, `timing_repetitions`; 0 repetitions skips the
             timing).
 
@@ -146,7 +158,7 @@ def _previous_tasks(path):
 
 def _check_settings(settings):
     for key in ("seeds", "tune_seeds", "lr_grid", "probe_lr_grid",
-                "blocks", "freeze_at"):
+                "ema_lr_grid", "lora_lr_grid", "blocks", "freeze_at"):
         if not settings[key]:
             raise ValueError(f"`{key}` must not be empty. "
                              f"Received: {key}={settings[key]!r}")
@@ -210,6 +222,21 @@ def _run_task(task, runs, settings, log):
     full = [runs(_lr_label("full", lr), s, learning_rate=lr) for s in seeds]
     probe = [runs(_lr_label("probe", probe_lr), s, learning_rate=probe_lr,
                   probe=True) for s in seeds]
+    momentum, rank = settings["ema_momentum"], settings["lora_rank"]
+    variants = {
+        "ema": (f"ema{momentum:g}", settings["ema_lr_grid"],
+                {"ema_momentum": momentum}),
+        "lora": (f"lora-r{rank}", settings["lora_lr_grid"],
+                 {"lora_rank": rank}),
+    }
+    references, reference_tuning = {}, {}
+    for key, (prefix, grid, kwargs) in variants.items():
+        best, losses = _tune(runs, prefix, grid, tune_seeds, **kwargs)
+        log(f"[{task.name}] {key}: tuned lr {best:g}")
+        reference_tuning[key] = {"lr": best, "val_losses": losses}
+        references[key] = [runs(_lr_label(prefix, best), s,
+                                learning_rate=best, **kwargs)
+                           for s in seeds]
     schedules = {}
     for t in sorted(settings["freeze_at"]):
         for k in settings["blocks"]:
@@ -236,9 +263,9 @@ def _run_task(task, runs, settings, log):
         "pretrained_start": start,
         "tuning": {"seeds": list(tune_seeds), "full_lr": lr,
                    "full_val_losses": lr_losses, "probe_lr": probe_lr,
-                   "probe_val_losses": probe_losses},
+                   "probe_val_losses": probe_losses, **reference_tuning},
         "rows": oracle_rows(full, probe, schedules,
-                            settings["tolerance"]),
+                            settings["tolerance"], references),
         "timing": timing,
     }
 
@@ -260,7 +287,7 @@ def _figures(runs_of_seeds):
     return out
 
 
-def oracle_rows(full, probe, schedules, tolerance=0.01):
+def oracle_rows(full, probe, schedules, tolerance=0.01, references=None):
     """The table of one task, and its oracle.
 
     Args:
@@ -269,14 +296,19 @@ def oracle_rows(full, probe, schedules, tolerance=0.01):
         schedules: `{(blocks, freeze_at): runs}` of the static freezes.
         tolerance: the allowed relative excess of the median final
             validation loss over full fine-tuning's.
+        references: `{name: runs}` of other full-backward references
+            (e.g. `ema`, `lora`), or `None`.
 
     Returns:
         A dict: `full`, `probe` and `schedules` (a list; each with `blocks`,
         `freeze_at`, its figures, `val_ratio` = its median final validation
         loss / full fine-tuning's, `within` (the ratio <= 1 + tolerance) and
         `saving` = 1 / backward share), `oracle` (the qualifying schedule
-        with the smallest backward share, or `None`) and `probe_gap` (the
-        probe's median over full fine-tuning's, minus 1).
+        with the smallest backward share, or `None`), `probe_gap` (the
+        probe's median over full fine-tuning's, minus 1), `references`
+        (`{name: figures}`, each with `val_ratio`) and `best_reference`
+        (the name of the lowest median validation loss among `full` and
+        `references`).
     """
     reference = _figures(full)
     target = reference["val_loss"]
@@ -297,12 +329,21 @@ def oracle_rows(full, probe, schedules, tolerance=0.01):
                                             r["val_ratio"]),
                  default=None)
     probe_figures = _figures(probe)
+    others = {}
+    for name, runs in (references or {}).items():
+        others[name] = _figures(runs)
+        others[name]["val_ratio"] = others[name]["val_loss"] / target
+    best = min([("full", target)] + [(n, f["val_loss"])
+                                      for n, f in others.items()],
+               key=lambda pair: pair[1])[0]
     return {
         "tolerance": tolerance,
         "full": reference,
         "probe": probe_figures,
         "probe_gap": probe_figures["val_loss"] / target - 1.0,
         "schedules": rows,
+        "references": others,
+        "best_reference": best,
         "oracle": None if oracle is None else {
             "blocks": oracle["blocks"], "freeze_at": oracle["freeze_at"],
             "backward_share": oracle["backward_share"],
@@ -352,6 +393,13 @@ def markdown_tables(result):
             f"linear probe (lr {entry['tuning']['probe_lr']:g})", probe,
             f"{probe['val_loss'] / full['val_loss']:.3f}", "-",
             max(probe["backward_share"], 1e-9)))
+        names = {"ema": "with Keras' weight average", "lora": "Keras LoRA"}
+        for key, fig in (rows.get("references") or {}).items():
+            tuned = entry["tuning"].get(key, {}).get("lr")
+            label = names.get(key, key) + (
+                f" (lr {tuned:g})" if tuned is not None else "")
+            lines.append(row_line(label, fig, f"{fig['val_ratio']:.3f}",
+                                  "-", fig["backward_share"]))
         for r in rows["schedules"]:
             label = (f"bottom {_blocks(r['blocks'])} frozen at "
                      f"t={r['freeze_at']:.0%}")
@@ -372,6 +420,9 @@ def markdown_tables(result):
                 f"({oracle['saving']:.2f}x less) at "
                 f"{oracle['val_ratio']:.3f}x its median validation loss.")
         lines.append(f"Linear probe gap: {rows['probe_gap']:+.1%}.")
+        if rows.get("references"):
+            lines.append("Best full-backward reference: "
+                         f"{rows['best_reference']}.")
         timing = entry.get("timing")
         if timing:
             ratios = sorted(timing["ratios"])
@@ -393,9 +444,9 @@ def add_subcommand(commands):
         "freeze-oracle",
         help="the best static freeze schedule on the fine-tuning tasks: "
         "backward work saved at full fine-tuning's validation loss",
-        description="Tunes full fine-tuning's and the linear probe's "
-        "learning rates on unreported seeds, runs full fine-tuning, the "
-        "linear probe and static freezes of the bottom k blocks (from the "
+        description="Tunes full fine-tuning's, the linear probe's, the "
+        "weight average's and LoRA's learning rates on unreported seeds, "
+        "runs them on the reported seeds, and static freezes of the bottom k blocks (from the "
         "start or at a share t of the budget) on the reported seeds, and "
         "prints the schedule with the least backward work whose median "
         "validation loss is within the tolerance of full fine-tuning's. "
@@ -417,6 +468,8 @@ def add_subcommand(commands):
         ("tune-seeds", int, "seeds the learning rates are tuned on"),
         ("lr-grid", float, "full fine-tuning's learning rates"),
         ("probe-lr-grid", float, "the linear probe's learning rates"),
+        ("ema-lr-grid", float, "learning rates with the weight average"),
+        ("lora-lr-grid", float, "LoRA's learning rates"),
         ("blocks", int, "numbers of bottom blocks frozen"),
         ("freeze-at", float, "shares of the budget before the freeze"),
     ):
@@ -425,6 +478,13 @@ def add_subcommand(commands):
             f"--{key}", default=None, type=_list_of(kind),
             help=f"comma-separated {what} (default: "
             f"{','.join(format(v, 'g') for v in default)})")
+    parser.add_argument(
+        "--lora-rank", type=int, default=None,
+        help=f"LoRA's rank (default: {DEFAULTS['lora_rank']})")
+    parser.add_argument(
+        "--ema-momentum", type=float, default=None,
+        help="the weight average's momentum (default: "
+        f"{DEFAULTS['ema_momentum']})")
     parser.add_argument(
         "--timing-repetitions", type=int, default=None,
         help="alternated repetitions of the step timing (default: "
@@ -452,8 +512,9 @@ def main(args):
     exit status."""
     options = {
         key: getattr(args, key) for key in (
-            "seeds", "tune_seeds", "lr_grid", "probe_lr_grid", "blocks",
-            "freeze_at", "timing_repetitions")
+            "seeds", "tune_seeds", "lr_grid", "probe_lr_grid",
+            "ema_lr_grid", "lora_lr_grid", "lora_rank", "ema_momentum",
+            "blocks", "freeze_at", "timing_repetitions")
         if getattr(args, key) is not None
     }
     try:

@@ -13,7 +13,16 @@ over those steps, under one of these schedules:
   its step count, so the schedule continues) and fits the rest. This works
   with TensorFlow and PyTorch; on JAX Keras' optimizer refuses a smaller
   variable list than it was built with;
-- a linear probe (`probe=True`): only the task's head layers train.
+- a linear probe (`probe=True`): only the task's head layers train;
+- LoRA (`lora_rank=r`): Keras' `enable_lora(r)` on every `Dense` and
+  `EinsumDense` below the head (the attention projections and the MLPs),
+  every other layer below the head frozen, the head fully trainable. Keras
+  adds the low-rank product to the frozen kernel inside the layer's call,
+  so the backward pass still runs through every layer: it is counted at
+  full fine-tuning's backward work;
+- Keras' weight average (`ema_momentum=m`, with any schedule above): the
+  optimizer keeps a moving average of the weights (`use_ema`), and `fit()`
+  ends on it.
 
 The batches are the same for every schedule of a seed: one seeded order of
 the training windows, cut into consecutive batches. `time_steps` times the
@@ -68,6 +77,44 @@ def _set_trainable(model, frozen):
             layer.trainable = layer.name not in frozen
 
 
+def enable_lora(model, rank, head_layers=("head",)):
+    """Keras LoRA on `model` below its head; returns the LoRA layer names.
+
+    Every `Dense` and `EinsumDense` (searched through nested layers, e.g.
+    the attention's projections) of a layer not in `head_layers` gets
+    `enable_lora(rank)`, which freezes its kernel and adds two trainable
+    low-rank factors; the other weights below the head (embeddings,
+    normalizations, the biases of the LoRA layers) are frozen; the head
+    layers stay fully trainable.
+    """
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ValueError(
+            f"`rank` must be a positive integer. Received: rank={rank!r}")
+    adapted = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer) or (
+            layer.name in head_layers
+        ):
+            continue
+        for sub in layer._flatten_layers(include_self=True, recursive=True):
+            if isinstance(sub, (keras.layers.Dense,
+                                keras.layers.EinsumDense)):
+                sub.enable_lora(rank)
+                adapted.append(sub.path if hasattr(sub, "path")
+                               else sub.name)
+            if not sub._layers:  # A leaf: freeze what LoRA did not add.
+                for variable in sub._trainable_variables:
+                    if "lora_kernel" not in variable.path:
+                        variable.trainable = False
+    if not adapted:
+        raise ValueError(
+            "`model` has no Dense or EinsumDense layer below its head for "
+            f"LoRA. Received: a model with layers "
+            f"{[layer.name for layer in model.layers]}"
+        )
+    return adapted
+
+
 def _validators(task):
     batch = max(int(task.batch_size), arms.EVAL_BATCH_SIZE)
     out = {"val": arms.Validator(task.x_val, task.y_val, batch),
@@ -96,7 +143,7 @@ def evaluate_start(task, seed=0):
 
 
 def run_finetune(task, seed, learning_rate, depth=0, freeze_at=0.0,
-                 probe=False, steps=None):
+                 probe=False, steps=None, lora_rank=None, ema_momentum=None):
     """Fine-tunes `task` once; returns its figures.
 
     Args:
@@ -109,6 +156,10 @@ def run_finetune(task, seed, learning_rate, depth=0, freeze_at=0.0,
         probe: a linear probe (only `task.head_layers` train); `depth` and
             `freeze_at` must then be 0.
         steps: the budget (default: the task's epochs of steps).
+        lora_rank: LoRA of this rank below the head (see `enable_lora`);
+            `depth`, `freeze_at` and `probe` must then be left unset.
+        ema_momentum: if set, the optimizer's weight average with this
+            momentum (Keras' `use_ema`); `fit()` ends on the average.
 
     Returns:
         A dict of plain figures: the schedule, `steps`,
@@ -126,11 +177,30 @@ def run_finetune(task, seed, learning_rate, depth=0, freeze_at=0.0,
             "A linear probe freezes every layer but the head from the start."
             f" Received: probe=True, depth={depth!r}, freeze_at={freeze_at!r}"
         )
+    if lora_rank is not None and (probe or depth or freeze_at):
+        raise ValueError(
+            "LoRA trains low-rank factors from the start and no layer "
+            f"freezes. Received: lora_rank={lora_rank!r}, probe={probe!r}, "
+            f"depth={depth!r}, freeze_at={freeze_at!r}"
+        )
+    if ema_momentum is not None and freeze_at:
+        raise ValueError(
+            "Keras' weight average replaces the weights at the end of each "
+            "fit(), so it cannot span a freeze inside the run. Received: "
+            f"ema_momentum={ema_momentum!r}, freeze_at={freeze_at!r}"
+        )
+    if ema_momentum is not None and not 0.0 < float(ema_momentum) < 1.0:
+        raise ValueError(
+            "`ema_momentum` must be in (0, 1). "
+            f"Received: ema_momentum={ema_momentum!r}"
+        )
     budget = int(steps or budget_steps(task))
     keras.backend.clear_session()
     model = task.build_model(seed)
     head_layers = tuple(getattr(task, "head_layers", ("head",)))
     frozen = frozen_layers(model, depth, probe, head_layers)
+    lora_layers = (None if lora_rank is None
+                   else enable_lora(model, lora_rank, head_layers))
     freeze_step = int(round(freeze_at * budget)) if frozen else 0
     segments = [(0, freeze_step, []), (freeze_step, budget, frozen)]
     segments = [s for s in segments if s[1] > s[0]]
@@ -143,12 +213,20 @@ def run_finetune(task, seed, learning_rate, depth=0, freeze_at=0.0,
         "backward_share": backward_share(
             model, frozen, freeze_step / budget),
         "backend": keras.backend.backend(),
+        "lora_rank": lora_rank, "lora_layers": lora_layers,
+        "lora_trainable_params": None if lora_rank is None else int(sum(
+            np.prod(v.shape) for v in model.trainable_variables)),
+        "ema_momentum": None if ema_momentum is None
+        else float(ema_momentum),
     }
     schedule = schedules.WarmupDecay(
         float(learning_rate), budget, schedules.warmup_steps(task, budget),
         decay="cosine")
+    average = {} if ema_momentum is None else {
+        "use_ema": True, "ema_momentum": float(ema_momentum)}
     optimizer = keras.optimizers.AdamW(learning_rate=schedule,
-                                       weight_decay=task.weight_decay)
+                                       weight_decay=task.weight_decay,
+                                       **average)
     order = pretrain_lib.batch_order(len(task.x_train), budget,
                                      int(task.batch_size), seed)
     batch = int(task.batch_size)
@@ -157,7 +235,8 @@ def run_finetune(task, seed, learning_rate, depth=0, freeze_at=0.0,
     keras.utils.set_random_seed(int(seed))
     try:
         for first, last, frozen_now in segments:
-            _set_trainable(model, frozen_now)
+            if lora_rank is None:  # (LoRA set its own trainable flags.)
+                _set_trainable(model, frozen_now)
             # The same optimizer object: its slots and step count carry on.
             model.compile(optimizer=optimizer, loss=task.loss)
             index = order[first * batch: last * batch]
@@ -169,7 +248,8 @@ def run_finetune(task, seed, learning_rate, depth=0, freeze_at=0.0,
                 optimizer.iterations)))
         result.update(evaluate(model, validators))
     finally:
-        _set_trainable(model, [])  # As the user left it: all trainable.
+        if lora_rank is None:
+            _set_trainable(model, [])  # As the user left it: all trainable.
     result["optimizer_iterations"] = iterations[-1]
     result["iterations_at_freeze"] = iterations[0] if len(segments) > 1 \
         else None
