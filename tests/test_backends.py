@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.helpers import backend_is
@@ -101,3 +102,30 @@ def test_freeze_schedule_on_two_replicas(kind):
         assert out["replica_variables_compared"] > 0, out
     assert [e["frozen_groups"] for e in out["events"]] == [2, 1]
     assert out["loss"] < 0.6, out  # it learned (chance: ln 2 = 0.69)
+
+
+@only_from_tensorflow
+def test_layerwise_decisions_are_the_same_on_every_backend():
+    """The `finetune` preset's settle checks, from the same NumPy weights
+    and batches, decide the same (both ways) and freeze at the same steps
+    on TensorFlow, JAX and PyTorch; their loss margins agree to float
+    noise."""
+    outs = {}
+    for backend in ("tensorflow", "jax", "torch"):
+        result = run(["tests/layerwise_worker.py"], backend=backend,
+                     timeout=600)
+        assert result.returncode == 0, result.stderr[-4000:]
+        outs[backend] = json.loads(result.stdout.strip().splitlines()[-1])
+        assert outs[backend]["backend"] == backend
+    reference = outs["tensorflow"]
+    settled = [d[2] for d in reference["decisions"]]
+    assert True in settled and False in settled, reference
+    assert reference["events"][-1][1] == 3, reference  # all three froze
+    for backend in ("jax", "torch"):
+        out = outs[backend]
+        assert out["decisions"] == reference["decisions"], outs
+        assert out["events"] == reference["events"], outs
+        np.testing.assert_allclose(out["margins"], reference["margins"],
+                                   atol=1e-4)
+        np.testing.assert_allclose(out["final_loss"],
+                                   reference["final_loss"], rtol=1e-4)
