@@ -338,6 +338,10 @@ class LayerwiseConfig:
             the reverted weights before it is trained on.
         tolerance: relative loss increase from undoing a window of movement
             that still counts as "bought nothing".
+        std_errors: standard errors of the check batches' mean difference
+            added to it before it is compared with `tolerance`: a group
+            counts as settled only when the evidence says so beyond the
+            batch-to-batch noise (0: the mean alone decides).
         patience: checks in a row that must find the group settled.
         start_fraction: no group is frozen before this share of the run.
         min_work: the least share of a step's backward work a freeze must
@@ -352,7 +356,8 @@ class LayerwiseConfig:
     num_groups: int = 4
     window: int = 50
     check_batches: int = 4
-    tolerance: float = 0.0
+    tolerance: float = 0.01
+    std_errors: float = 2.0
     patience: int = 2
     start_fraction: float = 0.2
     min_work: float = 0.05
@@ -371,6 +376,7 @@ class LayerwiseConfig:
         check_int("window", self.window, 1, owner=o)
         check_int("check_batches", self.check_batches, 1, owner=o)
         check_number("tolerance", self.tolerance, 0.0, 1.0, owner=o)
+        check_number("std_errors", self.std_errors, 0.0, 10.0, owner=o)
         check_int("patience", self.patience, 1, owner=o)
         check_number("start_fraction", self.start_fraction, 0.0, 1.0, owner=o)
         check_number("min_work", self.min_work, 0.0, 1.0, owner=o)

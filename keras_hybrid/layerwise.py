@@ -7,10 +7,14 @@ block moved alike where freezing was safe and where it was not); what its
 movement buys does. So every `window` steps the check puts the lowest
 trainable group back where it was one window earlier and compares the loss
 on the next `check_batches` batches, each read before it is trained on
-(data the weights have not been fitted to since the last epoch): if undoing
-the group's last window of movement costs nothing (`loss_reverted <= (1 +
-tolerance) * loss_now`, averaged over the batches) for `patience` windows
-in a row, the group is frozen where it is. Its backward pass stops, and the
+(data the weights have not been fitted to since the last epoch). The check
+batches are few and their losses noisy, so the check asks for evidence,
+not for a lucky draw: with `d_i = (loss_reverted_i - loss_now_i) /
+mean(loss_now)` per batch, the group counts as settled when `mean(d) +
+std_errors * std(d) / sqrt(n) <= tolerance`, that is when undoing its last
+window of movement costs at most `tolerance`, beyond `std_errors` standard
+errors of the batch-to-batch noise. Settled for `patience` windows in a
+row, the group is frozen where it is. Its backward pass stops, and the
 next group up is checked next. The top group (the head) always trains. A
 group whose backward work is below `min_work` of a step's (an embedding
 lookup costs almost nothing) is checked and frozen together with the groups
@@ -23,6 +27,25 @@ weights) on its batch; nothing else changes in training.
 import keras
 import numpy as np
 
+
+
+def settle_bound(pairs, std_errors):
+    """What undoing the window costs, at most, beyond the noise.
+
+    Args:
+        pairs: `(n, 2)` losses of the check batches: now, reverted.
+        std_errors: standard errors of the mean added to it.
+
+    Returns:
+        `mean(d) + std_errors * std(d) / sqrt(n)` of the relative
+        differences `d = (reverted - now) / mean(now)` (the standard error
+        is 0 for one batch: `check_batches: 1` judges the mean alone).
+    """
+    pairs = np.asarray(pairs, dtype="float64")
+    scale = max(float(np.mean(pairs[:, 0])), 1e-12)
+    d = (pairs[:, 1] - pairs[:, 0]) / scale
+    error = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+    return float(np.mean(d)) + float(std_errors) * error
 
 
 class SettleCheck:
@@ -126,15 +149,17 @@ class SettleCheck:
             return None
         if len(self.losses) < self.settings.check_batches:
             return None
-        now, reverted = np.mean(np.asarray(self.losses), axis=0)
-        settled = bool(reverted <= (1.0 + self.settings.tolerance) * now)
+        pairs = np.asarray(self.losses, dtype="float64")
+        now, reverted = np.mean(pairs, axis=0)
+        bound = settle_bound(pairs, self.settings.std_errors)
+        settled = bool(bound <= self.settings.tolerance)
         self.votes = self.votes + 1 if settled else 0
         self.losses = []
         decision = {
             "step": int(step), "group": int(self.depth),
             "up_to_group": int(self._span_end()),
             "loss": float(now), "loss_reverted": float(reverted),
-            "settled": settled, "frozen": False,
+            "bound": float(bound), "settled": settled, "frozen": False,
         }
         freeze = (
             self.votes >= self.settings.patience

@@ -175,3 +175,49 @@ def test_cheap_bottom_group_is_checked_with_the_next_one():
     assert check.after_step(1) == 2  # emb and d1 frozen together
     assert check.decisions[-1]["up_to_group"] == 1
     assert not check.checking  # only the head is left
+
+
+def test_settle_bound_asks_for_evidence_beyond_the_noise():
+    from keras_hybrid.layerwise import settle_bound
+
+    # Undoing the window lowers the loss on average (-1%), but the batches
+    # disagree by +-12%: not evidence that the movement bought nothing.
+    noisy = [(1.0, 0.90), (1.0, 1.12), (1.0, 0.88), (1.0, 1.06)]
+    assert settle_bound(noisy, 2.0) > 0.05
+    assert settle_bound(noisy, 0.0) == pytest.approx(-0.01)
+    # Batches that agree: undoing costs 0.4%, within a 1% tolerance.
+    steady = [(2.0, 2.008)] * 4
+    assert settle_bound(steady, 2.0) == pytest.approx(0.004)
+    # Differences are relative to the mean loss now, so that batches of
+    # different difficulty weigh alike: 0.004 +- 0.0016 here.
+    mixed = [(2.0, 2.008), (1.0, 1.004), (3.0, 3.012), (2.0, 2.008)]
+    assert 0.004 < settle_bound(mixed, 2.0) < 0.01
+    assert settle_bound([(1.0, 0.5)], 2.0) == pytest.approx(-0.5)
+
+
+def test_noisy_checks_do_not_freeze():
+    model = kh.HybridModel.wrap(backbone_and_head())
+    draws = iter([0.9, 1.12, 0.88, 1.06] * 4)
+    check, _ = check_for(model, lambda mean: 1.0, window=2,
+                         check_batches=4, patience=1, start_fraction=0.0)
+    check.eval_loss = lambda batch: keras.ops.convert_to_tensor(
+        next(draws) if batch == "reverted" else 1.0, dtype="float32")
+    check.after_step(0)
+    # `measure` evaluates the current weights, then the reverted ones.
+    calls = []
+    original = check.eval_loss
+
+    def eval_loss(batch):
+        calls.append(batch)
+        return original("reverted" if len(calls) % 2 == 0 else "now")
+
+    check.eval_loss = eval_loss
+    for _ in range(4):
+        check.measure("batch")
+    assert check.after_step(6) is None
+    assert check.decisions[-1]["settled"] is False
+    assert check.decisions[-1]["bound"] > check.settings.tolerance
+    check.settings.std_errors = 0.0  # the mean alone: a lucky draw
+    for _ in range(4):
+        check.measure("batch")
+    assert check.after_step(12) == 1
