@@ -232,6 +232,8 @@ class HybridPredictCallback(keras.callbacks.Callback):
             return
         if logs and logs.get("val_loss") is not None:
             self.runner.stats.final_val_loss = float(logs["val_loss"])
+        self.runner.outer_guard.epoch_end(self.runner.controller.step,
+                                          (logs or {}).get("val_loss"))
         self._report_interventions()
         self._interventions.end_epoch(epoch)
         if not self.runner.config.metrics.log_to_progbar:

@@ -461,6 +461,14 @@ class HybridConfig:
             that ended without an accepted prediction, then 2, 4, ... up to
             this many. An accepted prediction ends the back-off. `0`: every
             FULL phase fits the predictor.
+        outer_patience: stop making jumps (the `outer` preset's outer
+            steps) for the rest of the run once they make the loss worse
+            (see `keras_hybrid.control.outer_guard`): once this many
+            validated epochs with jumps in them end without a new best
+            held-out loss (Keras' `val_loss`); without validation data, once
+            the batches trained right after the jumps have, this many more
+            times than not, a loss over 10% above the loss before them.
+            Training then goes on as plain `fit()`. `0`: never stop.
         seed: seed of the callback's own randomness.
         freeze: a freeze schedule as a dict (`FreezeSchedule.get_config()`
             output: `events`, `groups`, `num_groups`, `unit`,
@@ -500,6 +508,7 @@ class HybridConfig:
     collect_metrics: bool = True
     enable_prediction: bool = True
     max_quiet_phases: int = 8
+    outer_patience: int = 0
     seed: int = 0
     freeze: object = None
     predictor: PredictorConfig = dataclasses.field(
@@ -585,6 +594,7 @@ class HybridConfig:
         check_bool("collect_metrics", self.collect_metrics)
         check_bool("enable_prediction", self.enable_prediction)
         check_int("max_quiet_phases", self.max_quiet_phases, 0)
+        check_int("outer_patience", self.outer_patience, 0)
         check_int("seed", self.seed, 0)
         if self.freeze is not None:
             from keras_hybrid.freezing import FreezeSchedule
@@ -831,6 +841,7 @@ _PRESETS = {
         "train_check_batches": True,
         "check_jumps": False,
         "loss_tolerance": 1.0,
+        "outer_patience": 2,
         "predictor": {
             "type": "nesterov",
             "jump_scales": [10.0],

@@ -70,6 +70,8 @@ class PhaseCycle:
         self.deltas = self.variables = None
         self.freezer = None
         self.total_steps = None
+        # The `control.OuterGuard` that may stop the jumps (`None`: none).
+        self.outer_guard = None
         self.confidence = 0.0
         self.predicted_loss = None
         # `(step, loss)` of the FULL phase's fitting steps, and the
@@ -187,6 +189,7 @@ class PhaseCycle:
             have_drift
             and self.config.enable_prediction
             and self.predictor.ready()
+            and (self.outer_guard is None or not self.outer_guard.stopped)
         )
         if ready and (
             landing is not None
@@ -277,6 +280,8 @@ class PhaseCycle:
                 # The loss rises for a few steps after a jump: the monitor
                 # does not judge them against the loss before it.
                 self.monitor.note_jump()
+                if self.outer_guard is not None:
+                    self.outer_guard.jumped(c.step)
             self.quiet.paid()  # prediction pays: no back-off
             self.stats.predictions_accepted += 1
             c.record_prediction(True)

@@ -26,6 +26,9 @@ _KINDS = (
      "training resumes"),
     ("rejected_before_apply", "discarded",
      "discarded a non-finite prediction before applying it"),
+    ("outer_steps_stopped", "outer_stopped",
+     "stopped the outer steps for the rest of the run, as {outcome}; "
+     "training goes on as plain fit()"),
 )
 
 

@@ -250,6 +250,10 @@ def build_report(runner):
         "divergence_events": list(stats.events),
         "predictor_overhead": overhead,
         "jumps": list(stats.jumps),
+        "outer_guard": (
+            runner.outer_guard.summary()
+            if getattr(runner, "outer_guard", None) else None
+        ),
         "phases": [
             {
                 "phase": r.phase,

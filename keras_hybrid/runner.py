@@ -33,6 +33,7 @@ from keras_hybrid import divergence
 from keras_hybrid import dynamics
 from keras_hybrid.calls import StepCalls
 from keras_hybrid.compiled import CompiledPhases
+from keras_hybrid.control import OuterGuard
 from keras_hybrid.control import PhaseControl
 from keras_hybrid.control import QuietBackoff
 from keras_hybrid.cycle import PhaseCycle
@@ -82,6 +83,8 @@ class HybridRunner:
             monitor=self.monitor, recovery=self.recovery,
             jump_check=self.jump_check, shadow=self.shadow, calls=self.calls,
         )
+        self.cycle.outer_guard = self.outer_guard = OuterGuard.for_config(
+            config, self.stats)
         self.steps_per_execution = self.calls.steps_per_execution
         # Set up once the model is built (`_setup`).
         self.variables = self.trajectory = self.deltas = None
@@ -384,6 +387,7 @@ class HybridRunner:
         self.state.record(record.step, record.loss, record.grad_norm)
         self.loss_curve.add(record.step, record.loss)
         self.cycle.observe(record)
+        self.outer_guard.observe(record.loss)
         return False
 
     # ======================================================= checkpoint

@@ -64,6 +64,7 @@ def runner_state(runner):
         "jump_check": runner.jump_check.get_state(),
         "quiet": runner.quiet.get_state(),
         "shadow": runner.shadow.get_state(),
+        "outer_guard": runner.outer_guard.get_state(),
         "elapsed_s": runner.wall_time,
         # Statistics not read yet (see `HybridRunner.settle`).
         "pending_statistics": runner.step_stats.get_state(),
@@ -142,6 +143,8 @@ def set_runner_state(runner, json_state, arrays):
     runner.quiet.set_state(json_state["quiet"])
     runner.jump_check.set_state(json_state["jump_check"], arrays)
     runner.shadow.set_state(json_state["shadow"], arrays)
+    if "outer_guard" in json_state:  # (absent from older checkpoints)
+        runner.outer_guard.set_state(json_state["outer_guard"])
     runner.elapsed_before = float(json_state["elapsed_s"])
     runner.step_stats.set_state(json_state.get("pending_statistics", []))
     freezer = json_state.get("freezer")

@@ -9,6 +9,8 @@ own state (`get_state` / `set_state`).
 - `AdaptiveInterval` (`interval.py`): the micro-correction interval.
 - `QuietBackoff` (`quiet.py`): quiet FULL phases while prediction does not
   pay.
+- `OuterGuard` (`outer_guard.py`): stops the jumps (outer steps) once they
+  make the held-out or check-batch loss worse.
 """
 
 from keras_hybrid.control.bandit import LinUCB
@@ -16,5 +18,6 @@ from keras_hybrid.control.bandit import UCB1
 from keras_hybrid.control.bandit import auto_tune_confidence
 from keras_hybrid.control.bandit import phase_reward
 from keras_hybrid.control.interval import AdaptiveInterval
+from keras_hybrid.control.outer_guard import OuterGuard
 from keras_hybrid.control.phase import PhaseControl
 from keras_hybrid.control.quiet import QuietBackoff
