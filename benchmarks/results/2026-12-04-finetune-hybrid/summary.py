@@ -1,8 +1,13 @@
 """Prints the fine-tuning table of this folder's runs next to the freeze
 oracle's references (../2026-12-04-finetune-oracle/runs): per arm, the
 median [min-max] over the reported seeds of the final validation loss (and
-test loss) against tuned full fine-tuning's, and the backward work as a
-share of full fine-tuning's (from per-layer FLOPs).
+test loss) against tuned full fine-tuning's, the backward work as a
+share of full fine-tuning's (from per-layer FLOPs), and whether the arm's median final validation loss is
+within 1% of the best full-backward reference's (full fine-tuning, with
+the weight average, or LoRA). Wall-clock is not compared run by run: the
+runs shared a loaded machine with other runs (their `train_seconds` moved
+by up to 4x); the step-time ratios below come from alternated repetitions
+in one process.
 
 Run: python benchmarks/results/2026-12-04-finetune-hybrid/summary.py
 """
@@ -40,6 +45,12 @@ def _spread(values):
             f"{values.max():.3f}]")
 
 
+def _is_reference(arm):
+    """Full-backward references: full fine-tuning, with the weight
+    average, LoRA."""
+    return arm.startswith(("full-", "ema", "lora-"))
+
+
 def table(task):
     oracle = _runs(os.path.join(ORACLE, task))
     hybrid = _runs(os.path.join(HERE, "runs", task))
@@ -47,13 +58,23 @@ def table(task):
     if not full:
         return None
     reference = oracle[full[0]]
+    # The best full-backward reference (lowest median validation loss):
+    # an arm "reaches" it when its median final validation loss is within
+    # 1% of that reference's median (final values only: the runs are
+    # evaluated at their end).
+    medians = {arm: float(np.median([r["val_loss"] for r in runs.values()]))
+               for arm, runs in oracle.items()
+               if _is_reference(arm) and len(runs) == len(SEEDS)}
+    best = min(medians, key=medians.get)
+    target = 1.01 * medians[best]
     lines = [
         f"{task} (reference: {full[0]}, seeds "
-        f"{sorted(reference)})",
+        f"{sorted(reference)}; best full-backward reference: {best}, "
+        f"median val loss {medians[best]:.4f})",
         "",
         "| arm | seeds | val loss / full FT | test loss / full FT | "
-        "backward work / full FT |",
-        "| --- | --- | --- | --- | --- |",
+        "backward work / full FT | reaches best x1.01 |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     arms = sorted(oracle.items()) + sorted(
         (f"callback: {k}", v) for k, v in hybrid.items())
@@ -65,8 +86,10 @@ def table(task):
         test = [runs[s]["test_loss"] / reference[s]["test_loss"]
                 for s in seeds]
         work = [runs[s]["backward_share"] for s in seeds]
+        reached = np.median([runs[s]["val_loss"] for s in seeds]) <= target
         lines.append(f"| {arm} | {len(seeds)} | {_spread(val)} | "
-                     f"{_spread(test)} | {_spread(work)} |")
+                     f"{_spread(test)} | {_spread(work)} | "
+                     f"{'yes' if reached else 'no'} |")
     return "\n".join(lines)
 
 
