@@ -357,3 +357,70 @@ def test_frozen_prefix_runs_no_backward(data):
         counts[depth] = _matmul_counts(model, batch)
     model._hybrid_live = None
     assert counts == {0: 4 + 7, 2: 4 + 3, 3: 4 + 1}, counts
+
+
+def test_a_fault_with_groups_frozen_loses_nothing(data, tmp_path):
+    """The NaN drill and the corrupted-checkpoint drill with the bottom two
+    groups frozen: the poisoned step is rolled back, the frozen weights
+    stay bitwise where they were and finite, the model trains and saves a
+    checkpoint that round-trips; a damaged copy of it is refused with
+    nothing loaded."""
+    x, y = data
+
+    class Poisoned(keras.utils.PyDataset):
+        """Batches of 20; batch 5 has a NaN loss the first time (NumPy
+        data with NaN is refused before training, so it comes from
+        here)."""
+
+        def __init__(self):
+            super().__init__()
+            self.served = 0  # batch 5's
+
+        def __len__(self):
+            return len(x) // 20
+
+        def __getitem__(self, i):
+            # NaN weights rather than NaN inputs: a ReLU below a frozen
+            # group may turn NaN inputs into zeros (TensorFlow's does), and
+            # the frozen layers compute no gradient that would show them.
+            weight = np.ones(20, dtype="float32")
+            if i == 5:
+                self.served += 1
+                if self.served == 1:
+                    weight[:] = np.nan
+            return (x[20 * i:20 * (i + 1)], y[20 * i:20 * (i + 1)],
+                    weight)
+
+    model = compile_it(kh.HybridModel.wrap(backbone_and_head()))
+    frozen = [model.inner.get_layer("d0"), model.inner.get_layer("bn")]
+    before = [numpy_of(layer.trainable_weights) for layer in frozen]
+    config = eager_config(confidence_threshold=1.0)
+    callback = kh.HybridPredictCallback(
+        config, freeze=kh.FreezeSchedule.bottom(2))
+    model.fit(Poisoned(), epochs=2, verbose=0, callbacks=[callback])
+    events = [e for e in callback.report()["divergence_events"]
+              if "non_finite" in e["signal"]]
+    assert events and events[0]["outcome"].startswith("RollbackAndRetry")
+    for layer, weights in zip(frozen, before):
+        for a, b in zip(numpy_of(layer.trainable_weights), weights):
+            np.testing.assert_array_equal(a, b)
+    for w in model.weights + model.optimizer.variables:
+        assert np.isfinite(keras.ops.convert_to_numpy(w)).all()
+    path = model.save_checkpoint(tmp_path / "c")
+    target = tmp_path / "c" / "variables.h5"
+    damaged = tmp_path / "damaged"
+    import shutil
+
+    shutil.copytree(path, damaged)
+    with open(damaged / "variables.h5", "r+b") as f:
+        f.truncate(target.stat().st_size // 2)
+    other = compile_it(kh.HybridModel.wrap(backbone_and_head(seed=5)))
+    other.optimizer.build(other.trainable_variables)
+    untouched = numpy_of(other.weights)
+    with pytest.raises(kh.CheckpointError, match="checksum"):
+        other.load_checkpoint(damaged)
+    for a, b in zip(numpy_of(other.weights), untouched):
+        np.testing.assert_array_equal(a, b)
+    other.load_checkpoint(path)
+    for a, b in zip(numpy_of(other.weights), numpy_of(model.weights)):
+        np.testing.assert_array_equal(a, b)
