@@ -179,10 +179,7 @@ class PhaseCycle:
         if cos is not None:
             self.stats.weight_cosines.append(cos)
         if have_drift:
-            self.shadow.score_and_predict(
-                tr, self.predictor, self.state, self._phase_losses,
-                self.confidence, self.config.full_steps,
-            )
+            self.shadow.score(tr, self.predictor, self._phase_losses)
         self.stats.add_overhead("update", time.perf_counter() - start)
         landing = self._landing_length()
         ready = (
@@ -202,6 +199,13 @@ class PhaseCycle:
             # continue this one.
             self.interrupt()
             tr.forget_drift()
+        elif have_drift:
+            # Scored at the next phase end; not made where a jump or a
+            # quiet stretch follows (it would be dropped at once).
+            start = time.perf_counter()
+            self.shadow.predict(tr, self.predictor, self.state,
+                                self.confidence, self.config.full_steps)
+            self.stats.add_overhead("update", time.perf_counter() - start)
         c.transition(Phase.FULL, outcome="completed")
         self.start_full()
 

@@ -60,17 +60,19 @@ class ShadowScoring:
 
     def score_and_predict(self, trajectory, predictor, state, phase_losses,
                           confidence, length):
+        """`score`, then `predict` (see both)."""
+        self.score(trajectory, predictor, phase_losses)
+        self.predict(trajectory, predictor, state, confidence, length)
+
+    def score(self, trajectory, predictor, phase_losses):
         """Scores the pending prediction against the FULL phase that just
-        ended (scored inside `finish_phase`, see `to_score`), then makes
-        the next one.
+        ended (scored inside `finish_phase`, see `to_score`); the next
+        FULL phase continues this one unless `interrupt` says otherwise.
 
         Args:
             trajectory: the `WeightTrajectory` after `finish_phase`.
             predictor: the predictor (taught by the scores).
-            state: the `TrainingState`.
             phase_losses: `(step, loss)` of the phase's fitting steps.
-            confidence: the predictor's confidence now.
-            length: the steps the next prediction covers (a FULL phase).
         """
         pending, self.pending = self.pending, None
         cos, error = trajectory.shadow_agreement
@@ -84,7 +86,22 @@ class ShadowScoring:
             predictor.record_shadow(pending["confidence"], success, error)
             self.control.residual(error)
         self.contiguous = True
-        if not predictor.ready():
+
+    def predict(self, trajectory, predictor, state, confidence, length):
+        """Makes the prediction the next FULL phase will score. Only worth
+        making when that phase continues this one: the phase cycle skips it
+        when a jump or a quiet stretch follows (`interrupt` would drop it at
+        once), which changes nothing else (a prediction changes no weight
+        and no predictor state that is read before it is scored).
+
+        Args:
+            trajectory: the `WeightTrajectory` after `finish_phase`.
+            predictor: the predictor.
+            state: the `TrainingState`.
+            confidence: the predictor's confidence now.
+            length: the steps the next prediction covers (a FULL phase).
+        """
+        if not self.contiguous or not predictor.ready():
             return
         predictor.begin_shadow()
         outcome = predictor.predict_phase_outcome(state, length)

@@ -10,7 +10,8 @@ per-step displacement between the two averages.
 
 Each phase-boundary operation is compiled into a single dispatch
 (`backends.compile_function`), so its cost does not grow with the number of
-variables.
+variables (on TensorFlow once it has run often enough for its trace to pay:
+`backends.LazilyCompiled`).
 """
 
 import numpy as np

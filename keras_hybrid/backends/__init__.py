@@ -7,6 +7,8 @@ deltas)`, `next_batch(iterator)`, `variable_scope(model)` and `sync(model)`
 (the runner calls it before it reads or writes variables between steps).
 """
 
+import time
+
 import keras
 
 
@@ -29,14 +31,17 @@ def get():
 
 def compile_function(function):
     """Compiles a pure function of tensors (no variable read or written
-    inside) into one dispatch where the backend can (`tf.function`,
-    `jax.jit`; PyTorch runs it eagerly): phase-boundary work (averages,
-    drift, agreement) would otherwise cost one eager op per variable."""
+    inside) into one dispatch where the backend can (`jax.jit`; on
+    TensorFlow a `tf.function` once it is likely to pay, see
+    `LazilyCompiled`; PyTorch runs it eagerly): phase-boundary work
+    (averages, drift, agreement) would otherwise cost one eager op per
+    variable."""
     name = keras.backend.backend()
     if name == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(function, reduce_retracing=True, autograph=False)
+        return LazilyCompiled(function, lambda: tf.function(
+            function, reduce_retracing=True, autograph=False))
     if name == "jax":
         import jax
 
@@ -49,7 +54,8 @@ def compile_update(function, variables):
     callable `(*args) -> output` that reads `variables`, runs `function`
     once and assigns `new_values` to them (`None`: no assignment).
 
-    TensorFlow reads and assigns the variables inside one `tf.function`;
+    TensorFlow reads and assigns the variables inside one `tf.function`
+    (eagerly until compiling it is likely to pay, see `LazilyCompiled`);
     JAX runs one `jax.jit` call between reading the arrays and assigning the
     results (both without device work); PyTorch runs it eagerly.
     """
@@ -67,15 +73,19 @@ def compile_update(function, variables):
     if name == "tensorflow":
         import tensorflow as tf
 
-        compiled = tf.function(stateful, reduce_retracing=True,
-                               autograph=False)
-        # TensorFlow counts retracing per code object: every function made
-        # here shares `stateful`'s, so the first trace of each would be
-        # reported as a retrace of one function. Each is traced once per
-        # argument structure.
-        if hasattr(compiled, "_omit_frequent_tracing_warning"):
-            compiled._omit_frequent_tracing_warning = True
-        return compiled
+        def compile_stateful():
+            compiled = tf.function(stateful, reduce_retracing=True,
+                                   autograph=False)
+            # TensorFlow counts retracing per code object: every function
+            # made here shares `stateful`'s, so the first trace of each
+            # would be reported as a retrace of one function. Each is
+            # traced once per argument structure.
+            if hasattr(compiled, "_omit_frequent_tracing_warning"):
+                compiled._omit_frequent_tracing_warning = True
+            return compiled
+
+        return LazilyCompiled(stateful, compile_stateful,
+                              name=function.__name__)
     if name != "jax":
         return stateful
     import jax
@@ -90,6 +100,64 @@ def compile_update(function, variables):
         return output
 
     return jax_stateful
+
+
+class LazilyCompiled:
+    """A phase-boundary function that runs eagerly until compiling it is
+    likely to pay (TensorFlow).
+
+    Such a function runs once or twice per FULL phase. Its first compiled
+    call traces it: 25-100 ms of CPU time for a small model's, and far more
+    wall-clock on a loaded machine, while an eager call costs from about
+    what a compiled one does (a copy of the weights) to ten times as much
+    (the phase's averages and drift: one op per variable). Like renting
+    skis until the rent would have bought a pair, it runs eagerly until its
+    eager calls have cost `min_seconds` in all (about one small trace),
+    then compiles (once) and runs the compiled function from then on: the
+    costly functions compile after a call or two, the cheap ones and those
+    called once (the first phase's) are never traced. Eager and compiled
+    calls run the same ops (the same values; tested).
+
+    Args:
+        eager: the function, run eagerly.
+        compile: returns the compiled function (called once, when due).
+        name: what it is called in profiles (default: `eager`'s name).
+
+    Attributes:
+        compiled: the compiled function (`None` while it runs eagerly).
+        calls: its eager calls so far.
+        seconds: the time they took, in all.
+        min_calls: eager calls before it compiles, at least (class-wide).
+        min_seconds: seconds of eager calls before it compiles, at least
+            (class-wide).
+    """
+
+    # Class-wide, so that tests can make every such function compile at
+    # once (0, 0) or never (`float("inf")`).
+    min_calls = 1
+    min_seconds = 0.03
+
+    def __init__(self, eager, compile, name=None):
+        self.eager = eager
+        self.name = name or getattr(eager, "__name__", repr(eager))
+        self._compile = compile
+        self.compiled = None
+        self.calls = 0
+        self.seconds = 0.0
+
+    def __call__(self, *args):
+        if self.compiled is None and (
+            self.calls >= self.min_calls and self.seconds >= self.min_seconds
+        ):
+            self.compiled = self._compile()
+        if self.compiled is not None:
+            return self.compiled(*args)
+        start = time.perf_counter()
+        try:
+            return self.eager(*args)
+        finally:
+            self.calls += 1
+            self.seconds += time.perf_counter() - start
 
 
 def global_random_state():

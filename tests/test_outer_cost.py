@@ -1,0 +1,172 @@
+"""What `outer` computes stays the same while its cost falls: phase-boundary
+functions that run eagerly until compiling pays (`LazilyCompiled`), no
+shadow prediction where a jump follows, and no trace of the train step
+beyond plain training's."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_hybrid as kh
+from keras_hybrid import backends
+from keras_hybrid.backends import LazilyCompiled
+from keras_hybrid.shadow import ShadowScoring
+
+from helpers import assert_same_weights
+from helpers import backend_is
+from helpers import build_mlp
+from helpers import compile_model
+from helpers import weights_of
+
+pytestmark = pytest.mark.backends
+
+
+def _data():
+    """768 samples of 10 noisy classes (the larger of two halves of x)."""
+    x = np.random.default_rng(0).normal(size=(768, 20)).astype("float32")
+    return x, np.argmax(x[:, :10] + 0.5 * x[:, 10:], axis=1).astype("int32")
+
+
+def _outer_fit(monkeypatch=None, shadow_always=False, wrapped_only=False):
+    """Three epochs (72 steps) of the `outer` preset with short phases
+    (warmup 8, FULL 10: five jumps); returns `(model, report)`.
+
+    Args:
+        shadow_always: make the shadow prediction at every fitting phase
+            end, before the jump decision (what the phase cycle did before
+            it learned to skip it).
+        wrapped_only: the wrapper without the callback (`report` is
+            `None`).
+    """
+    x, y = _data()
+    model = compile_model(kh.HybridModel.wrap(build_mlp(0)),
+                          learning_rate=1e-3)
+    if wrapped_only:
+        model.fit(x, y, batch_size=32, epochs=3, verbose=0)
+        return model, None
+    callback = kh.HybridPredictCallback(
+        {"preset": "outer", "warmup_steps": 8, "full_steps": 10,
+         "outer_patience": 0}, verbose=0)
+    if shadow_always:
+        score = ShadowScoring.score
+
+        def score_then_predict(shadow, trajectory, predictor, losses):
+            score(shadow, trajectory, predictor, losses)
+            cycle = callback.runner.cycle
+            shadow.predict(trajectory, predictor, cycle.state,
+                           cycle.confidence, cycle.config.full_steps)
+
+        monkeypatch.setattr(ShadowScoring, "score", score_then_predict)
+    model.fit(x, y, batch_size=32, epochs=3, verbose=0,
+              validation_data=(x[:128], y[:128]), callbacks=[callback])
+    return model, callback.report()
+
+
+# ----------------------------------------------------------- lazily compiled
+def test_lazily_compiled_runs_eagerly_until_compiling_pays(monkeypatch):
+    monkeypatch.setattr(LazilyCompiled, "min_calls", 3)
+    monkeypatch.setattr(LazilyCompiled, "min_seconds", 0.0)
+    calls = []
+
+    def compile():
+        calls.append("compile")
+        return lambda value: ("compiled", value)
+
+    function = LazilyCompiled(lambda value: ("eager", value), compile)
+    assert [function(i)[0] for i in range(3)] == ["eager"] * 3
+    assert function.compiled is None and function.calls == 3
+    assert [function(i) for i in range(3, 6)] == [("compiled", i)
+                                                   for i in range(3, 6)]
+    assert calls == ["compile"]  # compiled once
+
+
+def test_lazily_compiled_waits_for_the_eager_time_too(monkeypatch):
+    monkeypatch.setattr(LazilyCompiled, "min_calls", 1)
+    monkeypatch.setattr(LazilyCompiled, "min_seconds", 3600.0)
+    function = LazilyCompiled(lambda: "eager", lambda: lambda: "compiled")
+    assert {function() for _ in range(50)} == {"eager"}
+    assert function.compiled is None and function.seconds > 0.0
+
+
+@pytest.mark.skipif(not backend_is("tensorflow"),
+                    reason="only TensorFlow compiles lazily")
+def test_phase_boundary_functions_compile_lazily_on_tensorflow():
+    variable = keras.Variable(np.ones((3,), "float32"))
+    update = backends.compile_update(
+        lambda values, scale: ([v * scale for v in values], None),
+        [variable])
+    pure = backends.compile_function(lambda values: [v + 1 for v in values])
+    assert isinstance(update, LazilyCompiled)
+    assert isinstance(pure, LazilyCompiled)
+    update(keras.ops.convert_to_tensor(2.0))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable),
+                                  [2.0, 2.0, 2.0])
+
+
+def test_outer_computes_the_same_eagerly_and_compiled(monkeypatch):
+    """The same jumps and the same final weights whether the phase-boundary
+    functions run eagerly or compiled from their first call."""
+    monkeypatch.setattr(LazilyCompiled, "min_calls", 0)
+    monkeypatch.setattr(LazilyCompiled, "min_seconds", 0.0)
+    compiled_model, compiled = _outer_fit()
+    monkeypatch.setattr(LazilyCompiled, "min_seconds", float("inf"))
+    eager_model, eager = _outer_fit()
+    assert len(compiled["jumps"]) >= 3
+    assert eager["jumps"] == compiled["jumps"]
+    for a, b in zip(weights_of(eager_model), weights_of(compiled_model)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+# ------------------------------------------------------------------ shadow
+def test_outer_makes_no_shadow_prediction_where_a_jump_follows(monkeypatch):
+    made = []
+    predict = ShadowScoring.predict
+
+    def spy(shadow, *args):
+        predict(shadow, *args)
+        if shadow.pending is not None:
+            made.append(shadow.pending)
+
+    monkeypatch.setattr(ShadowScoring, "predict", spy)
+    _, report = _outer_fit()
+    # Every fitting phase end jumped once the predictor was ready (before,
+    # `predict` was called but made nothing).
+    assert len(report["jumps"]) >= 3
+    assert made == []
+
+
+def test_skipping_the_shadow_prediction_changes_nothing(monkeypatch):
+    model, report = _outer_fit()
+    with monkeypatch.context() as patch:
+        always_model, always = _outer_fit(patch, shadow_always=True)
+    assert report["jumps"] == always["jumps"]
+    assert (report["training_summary"]["final_loss"]
+            == always["training_summary"]["final_loss"])
+    assert_same_weights(weights_of(model), weights_of(always_model))
+
+
+# ------------------------------------------------------------------ traces
+@pytest.mark.skipif(not backend_is("tensorflow"),
+                    reason="counts TensorFlow traces of the train step")
+def test_outer_traces_the_train_step_as_often_as_plain_training(
+        monkeypatch):
+    """The check batches trained after each jump run the FULL step's trace:
+    an `outer` run traces the train step as often as the wrapper without
+    the callback (Keras traces it twice: once creating the optimizer's
+    slots, once more without)."""
+    from keras_hybrid.backends import tensorflow as tf_backend
+
+    traces = []
+    train_step = tf_backend.train_step
+
+    def counted(*args):
+        traces.append(1)
+        return train_step(*args)
+
+    monkeypatch.setattr(tf_backend, "train_step", counted)
+    _outer_fit(wrapped_only=True)
+    plain = len(traces)
+    traces.clear()
+    _, report = _outer_fit()
+    assert len(report["jumps"]) >= 3
+    assert len(traces) == plain
