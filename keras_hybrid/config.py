@@ -465,10 +465,13 @@ class HybridConfig:
             steps) for the rest of the run once they make the loss worse
             (see `keras_hybrid.control.outer_guard`): once this many
             validated epochs with jumps in them end without a new best
-            held-out loss (Keras' `val_loss`); without validation data, once
-            the batches trained right after the jumps have, this many more
-            times than not, a loss over 10% above the loss before them.
-            Training then goes on as plain `fit()`. `0`: never stop.
+            held-out loss (Keras' `val_loss`). Training then goes on as
+            plain `fit()`. `0`: never stop.
+        outer_check_batches: without validation data, let the check-batch
+            loss stop the jumps too (with `outer_patience`): once the
+            batches trained right after them have, `outer_patience` more
+            times than not, a loss over 10% above the loss before them. Off
+            by default: that loss rises where the jumps help too.
         seed: seed of the callback's own randomness.
         freeze: a freeze schedule as a dict (`FreezeSchedule.get_config()`
             output: `events`, `groups`, `num_groups`, `unit`,
@@ -509,6 +512,7 @@ class HybridConfig:
     enable_prediction: bool = True
     max_quiet_phases: int = 8
     outer_patience: int = 0
+    outer_check_batches: bool = False
     seed: int = 0
     freeze: object = None
     predictor: PredictorConfig = dataclasses.field(
@@ -595,6 +599,7 @@ class HybridConfig:
         check_bool("enable_prediction", self.enable_prediction)
         check_int("max_quiet_phases", self.max_quiet_phases, 0)
         check_int("outer_patience", self.outer_patience, 0)
+        check_bool("outer_check_batches", self.outer_check_batches)
         check_int("seed", self.seed, 0)
         if self.freeze is not None:
             from keras_hybrid.freezing import FreezeSchedule

@@ -19,9 +19,9 @@ SHORT_OUTER = {"preset": "outer", "warmup_steps": 8, "full_steps": 8,
                "max_quiet_phases": 0}
 
 
-def guard(patience=2):
+def guard(patience=2, check_batches=True):
     return OuterGuard(patience, post_steps=4, pre_steps=8,
-                      stats=RunStatistics())
+                      stats=RunStatistics(), check_batches=check_batches)
 
 
 def jump_with(g, before, after, step=0):
@@ -95,6 +95,13 @@ def test_check_batch_loss_rising_after_jumps_stops_without_validation():
     assert "rose over 10% above the loss before them" in describe(event)[1]
 
 
+def test_check_batch_loss_only_records_unless_asked():
+    g = guard(patience=2, check_batches=False)
+    for _ in range(5):
+        jump_with(g, 1.0, 1.5)
+    assert not g.stopped and g.check_ratios == [1.5] * 5
+
+
 def test_check_batch_loss_within_tolerance_never_stops():
     g = guard(patience=2)
     for _ in range(20):
@@ -144,6 +151,14 @@ def test_bad_outer_patience_is_refused(value):
         kh.HybridConfig(outer_patience=value)
     with pytest.raises(ValueError, match="outer_patience"):
         kh.HybridConfig.from_dict({"preset": "outer", "outer_patience": value})
+
+
+@pytest.mark.parametrize("value", [1, "yes", None])
+def test_bad_outer_check_batches_is_refused(value):
+    with pytest.raises(ValueError, match=r"`outer_check_batches` must be a "
+                                         r"boolean. Received: "
+                                         r"outer_check_batches="):
+        kh.HybridConfig(outer_check_batches=value)
 
 
 # ------------------------------------------------------------- in a fit()
@@ -210,12 +225,16 @@ def test_fit_keeps_outer_steps_where_the_held_out_loss_improves():
     assert max(made_jumps(report)) > 60  # still jumping in the last epoch
 
 
-def test_fit_without_validation_judges_the_check_batch_loss(
+def test_fit_without_validation_judges_the_check_batch_loss_if_asked(
         classification_data):
     x, y = classification_data
     # Jumps far too long for this problem: the loss after each is higher.
     config = dict(SHORT_OUTER, predictor={"outer_learning_rate": 10.0,
                                           "momentum": 0.9})
+    _, default = fit_outer(x[:256], y[:256], None, config)
+    assert not default["outer_guard"]["stopped"]
+    assert max(default["outer_guard"]["check_ratios"]) > 1.1
+    config["outer_check_batches"] = True
     _, report = fit_outer(x[:256], y[:256], None, config)
     entry = report["outer_guard"]
     assert entry["stopped"] and entry["best_val_loss"] is None

@@ -21,8 +21,9 @@ Tasks:
   epochs: 945 steps), where `outer` ends far below plain training.
 
 Every run validates each epoch on the held-out set (`validation_data`);
-`--no-validation` runs the `outer` arms without it (the guard then judges the
-check-batch loss) and reports the final held-out loss measured after `fit()`.
+`--no-validation` runs every arm without it, the `outer` arm with
+`outer_check_batches: true` (the guard then judges the check-batch loss; off
+in the preset). The final held-out loss is measured after `fit()`.
 Each run is in its own process. Usage:
 
     python run.py [--tasks teacher,cnn16] [--seeds 4,5,6]
@@ -99,6 +100,8 @@ def child(arm, task, seed, validate):
         config = {"preset": "outer"}
         if arm == "outer-unguarded":
             config["outer_patience"] = 0
+        elif not validate:
+            config["outer_check_batches"] = True
         callbacks.append(kh.HybridPredictCallback(config, verbose=0))
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),
