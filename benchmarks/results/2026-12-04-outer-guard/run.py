@@ -147,7 +147,8 @@ def summarize(results, tasks, arms):
         plain = {r["seed"]: r["final_val_loss"] for r in results
                  if r["task"] == task and r["arm"] == "plain"}
         for arm in arms:
-            runs = [r for r in results if r["task"] == task and r["arm"] == arm]
+            runs = [r for r in results
+                    if r["task"] == task and r["arm"] == arm]
             losses = [r["final_val_loss"] for r in runs]
             ratios = [r["final_val_loss"] / plain[r["seed"]] for r in runs
                       if r["seed"] in plain]
