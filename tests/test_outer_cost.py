@@ -103,6 +103,28 @@ def test_phase_boundary_functions_compile_lazily_on_tensorflow():
                                   [2.0, 2.0, 2.0])
 
 
+def test_a_compiled_phase_function_serves_models_of_any_shapes(monkeypatch):
+    """One compiled function serves every model in the process: lists of
+    the same length whose tensors differ in rank (two models trained one
+    after the other) each get their own trace, not one of unknown rank."""
+    monkeypatch.setattr(LazilyCompiled, "min_calls", 0)
+    monkeypatch.setattr(LazilyCompiled, "min_seconds", 0.0)
+    mix = backends.compile_function(
+        lambda a, b, w: [keras.ops.add(keras.ops.multiply(w, x),
+                                       keras.ops.multiply(1.0 - w, y))
+                         for x, y in zip(a, b)])
+    weight = keras.ops.convert_to_tensor(np.float32(0.25))
+    for shapes in ([(8, 1), (1,)], [(3,), (3,)], [(2, 2, 2), (4,)],
+                   [(5,), (1, 1)], [(8, 1), (1,)]):
+        a = [keras.ops.ones(shape) for shape in shapes]
+        b = [keras.ops.zeros(shape) for shape in shapes]
+        out = mix(a, b, weight)
+        assert [tuple(o.shape) for o in out] == shapes
+        for o in out:
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(o),
+                                          0.25)
+
+
 def test_outer_computes_the_same_eagerly_and_compiled(monkeypatch):
     """The same jumps and the same final weights whether the phase-boundary
     functions run eagerly or compiled from their first call."""

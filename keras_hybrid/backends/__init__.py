@@ -40,8 +40,17 @@ def compile_function(function):
     if name == "tensorflow":
         import tensorflow as tf
 
-        return LazilyCompiled(function, lambda: tf.function(
-            function, reduce_retracing=True, autograph=False))
+        def compile_pure():
+            # One function serves every model in the process, so it is
+            # traced once per argument structure and shapes. Relaxed shapes
+            # (`reduce_retracing`) would merge two models' lists into
+            # tensors of unknown rank, which Keras ops cannot broadcast.
+            compiled = tf.function(function, autograph=False)
+            if hasattr(compiled, "_omit_frequent_tracing_warning"):
+                compiled._omit_frequent_tracing_warning = True
+            return compiled
+
+        return LazilyCompiled(function, compile_pure)
     if name == "jax":
         import jax
 
