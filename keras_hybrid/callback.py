@@ -42,7 +42,11 @@ class HybridPredictCallback(keras.callbacks.Callback):
         config: a `HybridConfig`, a dict, a preset name (`"default"`,
             `"conservative"`, `"balanced"`, `"aggressive"`) or a YAML path.
             `None` uses the model's `hybrid_config` if it has one, else the
-            defaults. Validated here and again when training begins.
+            `"default"` preset (the settings of `"conservative"`: it
+            predicts only at confidence 0.9, which no bench task reached,
+            so it trains as plain `fit()` does, with the divergence monitor,
+            rollback and report). Validated here and again when training
+            begins.
         verbose: `"auto"` prints the messages when `fit()`'s `verbose` is
             not 0; `0` never, `1` always.
         freeze: a `FreezeSchedule` (or its config dict): freezes and
@@ -99,7 +103,8 @@ class HybridPredictCallback(keras.callbacks.Callback):
                 f"callback. Received: model of type {type(model).__name__} "
                 "overriding `train_step`"
             )
-        config = self.config or model.hybrid_config or HybridConfig()
+        config = (self.config or model.hybrid_config
+                  or HybridConfig.resolve(None))
         config.validate()  # fields may have changed since it was built
         backends.get()
         self.runner = HybridRunner(model, config)

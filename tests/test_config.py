@@ -135,8 +135,20 @@ def test_bad_yaml_files(tmp_path):
         kh.HybridConfig.from_yaml(lst)
 
 
+def test_the_default_preset_is_the_measured_conservative_one():
+    """`HybridPredictCallback()` uses the `default` preset: the settings of
+    `conservative`, which never predicted on the bench tasks; the field
+    defaults (the base of every other preset) stay as they are."""
+    default = kh.HybridConfig.preset("default")
+    assert default == kh.HybridConfig.preset("conservative")
+    assert default.confidence_threshold == 0.9
+    assert kh.HybridConfig().confidence_threshold == 0.85
+    callback = kh.HybridPredictCallback()
+    assert callback.config is None  # resolved when fit() starts
+
+
 def test_resolve_accepts_every_form(tmp_path):
-    assert kh.HybridConfig.resolve(None) == kh.HybridConfig()
+    assert kh.HybridConfig.resolve(None) == kh.HybridConfig.preset("default")
     assert kh.HybridConfig.resolve("balanced") == kh.HybridConfig.preset("balanced")
     assert kh.HybridConfig.resolve({"warmup_steps": 3}).warmup_steps == 3
     path = tmp_path / "c.yaml"

@@ -1,7 +1,9 @@
 """Prints the fine-tuning table of this folder's runs next to the freeze
 oracle's references (../2026-12-04-finetune-oracle/runs): per arm, the
 median [min-max] over the reported seeds of the final validation loss (and
-test loss) against tuned full fine-tuning's, the backward work as a
+test loss) against tuned full fine-tuning's, the validation accuracy
+(next-byte on ft-docs, topic on ft-topics), the loss on held-out library
+source against full fine-tuning's (forgetting; ft-docs), the backward work as a
 share of full fine-tuning's (from per-layer FLOPs), and whether the arm's median final validation loss is
 within 1% of the best full-backward reference's (full fine-tuning, with
 the weight average, or LoRA). Wall-clock is not compared run by run: the
@@ -78,8 +80,9 @@ def table(task):
         f"{paired(best_runs, reference):.3f} of full FT)",
         "",
         "| arm | seeds | val loss / full FT | test loss / full FT | "
-        "backward work / full FT | reaches best x1.01 |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "val accuracy | source loss / full FT | backward work / full FT | "
+        "reaches best x1.01 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     arms = sorted(oracle.items()) + sorted(
         (f"callback: {k}", v) for k, v in hybrid.items())
@@ -97,10 +100,18 @@ def table(task):
         test = [runs[s]["test_loss"] / reference[s]["test_loss"]
                 for s in seeds]
         work = [runs[s]["backward_share"] for s in seeds]
+        # Accuracy and forgetting (the loss on held-out library source,
+        # ft-docs only), where the run recorded them.
+        accuracy = ("-" if "val_acc" not in runs[seeds[0]] else
+                    _spread([runs[s]["val_acc"] for s in seeds]))
+        source = ("-" if "source_loss" not in runs[seeds[0]] else
+                  _spread([runs[s]["source_loss"]
+                           / reference[s]["source_loss"] for s in seeds]))
         reached = (all(s in best_runs for s in seeds)
                    and paired(runs, best_runs) <= 1.01)
         lines.append(f"| {arm} | {len(seeds)} | {_spread(val)} | "
-                     f"{_spread(test)} | {_spread(work)} | "
+                     f"{_spread(test)} | {accuracy} | {source} | "
+                     f"{_spread(work)} | "
                      f"{'yes' if reached else 'no'} |")
     return "\n".join(lines)
 
