@@ -18,6 +18,7 @@ keras-hybrid overhead [--task NAME|all] [--config PRESET|PATH] [--quick]
                       [--out DIR] [--backend tensorflow|jax|torch]
                       [--repetitions N] [--steps N]
                       [--jit-compile auto|true|false] [--steps-per-execution N]
+                      [--no-keras-guard]
 ```
 
 Also `python -m keras_hybrid.cli bench ...`.
@@ -129,15 +130,18 @@ def build_parser():
         help="what the callback costs when it predicts nothing: plain fit() "
         "against the hybrid with prediction disabled, per task",
         description="Times plain fit() against fit() with a "
-        "HybridPredictCallback whose prediction is disabled, alternated in "
-        "one process over the same batches, per task; prints the ratios and "
-        "writes overhead.json.",
+        "HybridPredictCallback whose prediction is disabled and against "
+        "plain fit() with Keras' own finite check, alternated in one "
+        "process over the same batches, per task; prints the ratios, the "
+        "verdict against the bar (at most 1.02x plain on steps of 10 ms or "
+        "more, Keras' finite check + 0.05 on shorter ones) and writes "
+        "overhead.json.",
     )
     _add_run_arguments(
         overhead, out="overhead_out",
         quick_help="quick task sizes, one task (mnist1d-mlp)", seeds=False,
     )
-    _add_config_argument(overhead)
+    _add_config_argument(overhead, default="default")
     overhead.add_argument("--repetitions", type=_positive_int, default=3,
                           help="alternated repetitions (default: 3)")
     overhead.add_argument("--steps", type=_positive_int, default=None,
@@ -152,6 +156,11 @@ def build_parser():
         "--steps-per-execution", type=_positive_int, default=1,
         help="compile() steps_per_execution of both arms: batches per "
         "train-function call (default: 1; PyTorch supports only 1)",
+    )
+    overhead.add_argument(
+        "--no-keras-guard", dest="keras_guard", action="store_false",
+        help="leave out the third arm, plain fit() with Keras' own finite "
+        "check (LossScaleOptimizer, scale 1), the reference on short steps",
     )
     overhead.set_defaults(command_parser=overhead)
     from keras_hybrid.bench import freeze_oracle
@@ -174,10 +183,10 @@ def build_parser():
     return parser
 
 
-def _add_config_argument(parser):
+def _add_config_argument(parser, default="balanced"):
     parser.add_argument(
-        "--config", default="balanced",
-        help="hybrid config: preset name or YAML path (default: balanced)",
+        "--config", default=default,
+        help=f"hybrid config: preset name or YAML path (default: {default})",
     )
 
 
@@ -329,7 +338,8 @@ def resolve_overhead_args(parser, args):
     return {**common, "config": args.config,
             "repetitions": args.repetitions, "steps": args.steps,
             "jit_compile": jit_compile,
-            "steps_per_execution": args.steps_per_execution}
+            "steps_per_execution": args.steps_per_execution,
+            "keras_guard": args.keras_guard}
 
 
 def _resolve_common_args(parser, args):

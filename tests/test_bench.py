@@ -484,6 +484,25 @@ def test_fit_overhead_summary_pairs_repetitions():
         overhead.summarize([1.0], [1.0, 2.0])
 
 
+def test_overhead_verdict_picks_the_bar_by_step_length():
+    short = {"plain_step_ms": 1.5, "ratio_median": 1.20,
+             "guard_ratio_median": 1.14}
+    judged = overhead.verdict(short)
+    assert judged["reference"] == "keras_guard"
+    assert judged["bar"] == pytest.approx(1.19) and not judged["within"]
+    assert judged["text"].startswith("over the bar on 1.5 ms steps")
+    assert overhead.verdict(dict(short, ratio_median=1.18))["within"]
+    # Without the Keras arm a short step has no bar.
+    assert overhead.verdict({"plain_step_ms": 1.5,
+                             "ratio_median": 1.2}) is None
+    long = {"plain_step_ms": 30.0, "ratio_median": 1.02,
+            "guard_ratio_median": 1.5}
+    judged = overhead.verdict(long)
+    assert judged["reference"] == "plain" and judged["bar"] == 1.02
+    assert judged["within"]
+    assert not overhead.verdict(dict(long, ratio_median=1.03))["within"]
+
+
 def test_fit_overhead_window_starts_after_every_trace():
     config = kh.HybridConfig(warmup_steps=7, full_steps=5)
     assert overhead.window_start(config) == 7 + 2 * 5 + 1
@@ -518,8 +537,12 @@ def test_overhead_command_measures_each_task(tmp_path, capsys):
          "--out", str(tmp_path)]))
     assert kwargs == {"tasks": "mnist1d-mlp", "quick": True,
                       "out_dir": str(tmp_path), "backend": None,
-                      "config": "balanced", "repetitions": 2, "steps": 5,
-                      "jit_compile": "auto", "steps_per_execution": 1}
+                      "config": "default", "repetitions": 2, "steps": 5,
+                      "jit_compile": "auto", "steps_per_execution": 1,
+                      "keras_guard": True}
+    without = cli.resolve_overhead_args(parser, parser.parse_args(
+        ["overhead", "--no-keras-guard"]))
+    assert without["keras_guard"] is False
     xla = cli.resolve_overhead_args(parser, parser.parse_args(
         ["overhead", "--jit-compile", "true"]))
     assert xla["jit_compile"] is True
@@ -535,10 +558,18 @@ def test_overhead_command_measures_each_task(tmp_path, capsys):
     entry = data["tasks"]["tiny"]
     assert entry == result["tasks"]["tiny"]
     assert entry["repetitions"] == 1 and entry["steps"] == 3
-    # Both arms were compiled with XLA.
+    # Every arm was compiled with XLA.
     assert entry["jit_compile"] is True
+    # The third arm, Keras' own finite check, was timed beside the others
+    # and judged the hybrid on this short step.
+    assert len(entry["guard_s"]) == 1 and entry["guard_min_s"] > 0
+    assert entry["guard_ratio_median"] == pytest.approx(
+        entry["guard_s"][0] / entry["plain_s"][0])
+    assert entry["verdict"]["reference"] == "keras_guard"
     out = capsys.readouterr().out
     assert "[tiny]" in out and "XLA" in out
+    assert "Keras' finite check (LossScaleOptimizer, scale 1)" in out
+    assert "the bar on" in out
     with pytest.raises(ValueError, match="repetitions"):
         run_overhead([TinyTask()], repetitions=0, out_dir=str(tmp_path))
     with pytest.raises(ValueError, match="steps_per_execution"):

@@ -57,13 +57,21 @@ def resolve_task(spec):
 
 
 def compile_model(model, task, learning_rate, jit_compile="auto",
-                  steps_per_execution=1, weight_average=None):
+                  steps_per_execution=1, weight_average=None,
+                  finite_check=False):
     """Compiles `model` with the task's optimizer, loss and metrics; with
     `weight_average` (a momentum in (0, 1)), the optimizer keeps Keras'
-    moving average of the weights (`use_ema`) and `fit()` ends on it."""
+    moving average of the weights (`use_ema`) and `fit()` ends on it. With
+    `finite_check`, the optimizer is wrapped in Keras' `LossScaleOptimizer`
+    with its scale fixed at 1: Keras' own in-graph check that refuses a
+    non-finite update, and nothing else that changes the result."""
     optimizer = task.make_optimizer(learning_rate)
     if weight_average is not None:
         averaging.turn_on(optimizer, weight_average)
+    if finite_check:
+        optimizer = keras.optimizers.LossScaleOptimizer(
+            optimizer, initial_scale=1.0, dynamic_growth_steps=2**31 - 1
+        )
     model.compile(
         optimizer=optimizer,
         loss=task.loss,

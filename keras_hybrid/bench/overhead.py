@@ -14,6 +14,13 @@ shared machine it moves far less with the other load than wall-clock does
 (on the CPU, where TensorFlow and JAX execute eagerly anyway, it captures the
 extra work, though not a lost overlap of host and device). Run by
 `keras_hybrid.bench.harness` in its own subprocess, once per task.
+
+With `keras_guard`, a third arm joins the alternation: plain `fit()` of the
+same model with Keras' own finite check (`LossScaleOptimizer`, scale fixed
+at 1). On steps of a millisecond or two that check alone costs a tenth of
+the step on a CPU, so it is the fair reference for a callback that also
+refuses non-finite updates: `verdict` judges the hybrid against it there,
+and against plain `fit()` on steps of `LONG_STEP_MS` or more.
 """
 
 import time
@@ -27,6 +34,12 @@ from keras_hybrid.bench.arms import resolve_task
 DEFAULT_REPETITIONS = 3
 DEFAULT_STEPS = 200
 QUICK_STEPS = 60
+# The bar: on steps of at least LONG_STEP_MS, hybrid / plain at most
+# LONG_STEP_BAR; on shorter steps, at most Keras' finite check / plain plus
+# SHORT_STEP_MARGIN (per-pair medians).
+LONG_STEP_MS = 10.0
+LONG_STEP_BAR = 1.02
+SHORT_STEP_MARGIN = 0.05
 
 
 class WindowClock(keras.callbacks.Callback):
@@ -112,6 +125,38 @@ def _ratio_figures(plain, hybrid):
     }
 
 
+def verdict(result):
+    """The measured overhead against its bar, in words.
+
+    Args:
+        result: `measure_fit_overhead()`'s dict.
+
+    Returns:
+        A dict: `bar` (the largest hybrid / plain per-pair median allowed),
+        `reference` (`"plain"` on steps of `LONG_STEP_MS` or more,
+        `"keras_guard"` below), `within` (bool) and `text`; `None` for a
+        short step measured without the Keras arm.
+    """
+    step_ms = result["plain_step_ms"]
+    measured = result["ratio_median"]
+    if step_ms >= LONG_STEP_MS:
+        bar, reference = LONG_STEP_BAR, "plain"
+        against = f"at most {LONG_STEP_BAR:.2f}x plain fit()"
+    elif "guard_ratio_median" in result:
+        bar = result["guard_ratio_median"] + SHORT_STEP_MARGIN
+        reference = "keras_guard"
+        against = (f"at most Keras' finite check "
+                   f"({result['guard_ratio_median']:.3f}) + "
+                   f"{SHORT_STEP_MARGIN:.2f}")
+    else:
+        return None
+    within = measured <= bar
+    text = (f"{'within' if within else 'over'} the bar on "
+            f"{step_ms:.1f} ms steps: {measured:.3f} against {against}")
+    return {"bar": float(bar), "reference": reference,
+            "within": bool(within), "text": text}
+
+
 def measure_fit_overhead(spec):
     """Times plain `fit()` against the hybrid with prediction disabled.
 
@@ -120,12 +165,18 @@ def measure_fit_overhead(spec):
             `enable_prediction` is set to False), optional `repetitions`
             (3), `steps` (timed steps per repetition; 200, 60 quick),
             `jit_compile` and `steps_per_execution` (`compile()`'s, for
-            both arms; `"auto"` and 1).
+            every arm; `"auto"` and 1) and `keras_guard` (False: also time
+            plain `fit()` with Keras' finite check, alternated with the
+            other two).
 
     Returns:
-        `summarize()`'s dict plus `steps`, `window_start`, `repetitions`,
-        `batch_size`, `jit_compile`, `steps_per_execution`, `backend`,
-        `seed`.
+        `summarize()`'s dict plus `plain_step_ms`, `steps`,
+        `window_start`, `repetitions`, `batch_size`, `jit_compile`,
+        `steps_per_execution`, `backend`, `seed`; with `keras_guard`, the
+        Keras arm's figures against plain as `guard_s`, `guard_min_s`,
+        `guard_ratio_of_min`, `guard_ratios`, `guard_ratio_median`,
+        `guard_ratio_min`, `guard_ratio_max` (and `guard_cpu_ratio_of_min`);
+        and `verdict` (see `verdict()`).
     """
     import keras_hybrid as kh
 
@@ -153,32 +204,49 @@ def measure_fit_overhead(spec):
     keras.utils.set_random_seed(seed)
     hybrid = kh.HybridModel.wrap(task.build_model(seed))
     compile_model(hybrid, task, task.learning_rate, **compiled)
+    arms = {"plain": plain, "hybrid": hybrid}
+    if spec.get("keras_guard"):
+        keras.utils.set_random_seed(seed)
+        arms["guard"] = compile_model(task.build_model(seed), task,
+                                      task.learning_rate, finite_check=True,
+                                      **compiled)
 
-    def timed(model, with_hybrid):
+    def timed(name):
         clock = WindowClock(start)
         callbacks = [clock]
-        if with_hybrid:
+        if name == "hybrid":
             callbacks.insert(0, kh.HybridPredictCallback(config))
-        model.fit(x, y, batch_size=batch, epochs=1, verbose=0,
-                  shuffle=False, callbacks=callbacks)
+        arms[name].fit(x, y, batch_size=batch, epochs=1, verbose=0,
+                       shuffle=False, callbacks=callbacks)
         return clock.seconds, clock.cpu_seconds
 
     # One untimed call each builds and traces what persists across fits.
-    timed(plain, False)
-    timed(hybrid, True)
-    times = {False: [], True: []}
+    for name in arms:
+        timed(name)
+    times = {name: [] for name in arms}
     for index in range(repetitions):
-        # Alternate which arm goes first, so a drift of the machine's speed
-        # within a pair does not favour one arm.
-        order = [(plain, False), (hybrid, True)]
+        # Alternate the order, so a drift of the machine's speed within a
+        # repetition does not favour one arm.
+        order = list(arms)
         if index % 2:
             order.reverse()
-        for model, with_hybrid in order:
-            times[with_hybrid].append(timed(model, with_hybrid))
+        for name in order:
+            times[name].append(timed(name))
     wall = {k: [t[0] for t in v] for k, v in times.items()}
     cpu = {k: [t[1] for t in v] for k, v in times.items()}
+    result = summarize(wall["plain"], wall["hybrid"], cpu["plain"],
+                       cpu["hybrid"])
+    if "guard" in arms:
+        guard = summarize(wall["plain"], wall["guard"], cpu["plain"],
+                          cpu["guard"])
+        result.update({
+            _guard_key(key): value for key, value in guard.items()
+            if "plain" not in key
+        })
+    result["plain_step_ms"] = 1000.0 * result["plain_min_s"] / steps
+    result["verdict"] = verdict(result)
     return {
-        **summarize(wall[False], wall[True], cpu[False], cpu[True]),
+        **result,
         "steps": steps,
         "window_start": start,
         "repetitions": repetitions,
@@ -188,6 +256,13 @@ def measure_fit_overhead(spec):
         "backend": keras.backend.backend(),
         "seed": seed,
     }
+
+
+def _guard_key(key):
+    """`summarize()`'s key for the hybrid arm, renamed for the Keras arm
+    (`hybrid_s` -> `guard_s`, `cpu_ratio_of_min` -> `guard_cpu_ratio_of_min`,
+    `ratios` -> `guard_ratios`)."""
+    return "guard_" + key.replace("hybrid_", "")
 
 
 def format_fit_overhead(result):
@@ -206,4 +281,14 @@ def format_fit_overhead(result):
             f"; CPU time {result['cpu_ratio_of_min']:.3f} of the minima"
             if "cpu_ratio_of_min" in result else ""
         )
+        + (
+            "\n  Keras' finite check (LossScaleOptimizer, scale 1) / plain: "
+            f"{result['guard_ratio_of_min']:.3f} of the minima; per pair "
+            f"median {result['guard_ratio_median']:.3f} "
+            f"[{result['guard_ratio_min']:.3f}-"
+            f"{result['guard_ratio_max']:.3f}]"
+            if "guard_ratio_median" in result else ""
+        )
+        + (f"\n  {result['verdict']['text']}" if result.get("verdict")
+           else "")
     )

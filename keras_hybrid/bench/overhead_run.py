@@ -16,12 +16,16 @@ from keras_hybrid.bench import overhead
 from keras_hybrid.serialization import clean_json
 
 
-def run_overhead(tasks, config="balanced", quick=False, out_dir="overhead_out",
+def run_overhead(tasks, config="default", quick=False, out_dir="overhead_out",
                  backend=None, repetitions=overhead.DEFAULT_REPETITIONS,
                  steps=None, progress=True, jit_compile="auto",
-                 steps_per_execution=1):
+                 steps_per_execution=1, keras_guard=True):
     """Measures plain `fit()` against the hybrid with prediction disabled
     for each task; writes `overhead.json`.
+
+    Each task's entry also holds Keras' own finite check against plain
+    `fit()` (with `keras_guard`) and the verdict against the bar (see
+    `keras_hybrid.bench.overhead.verdict`).
 
     Args:
         tasks: a task name, `"all"`, a task object or a list of them.
@@ -35,8 +39,10 @@ def run_overhead(tasks, config="balanced", quick=False, out_dir="overhead_out",
         progress: print a line per task.
         jit_compile: `compile()`'s `jit_compile` for both arms (`"auto"`,
             True or False).
-        steps_per_execution: `compile()`'s `steps_per_execution` for both
-            arms (batches per train-function call).
+        steps_per_execution: `compile()`'s `steps_per_execution` for every
+            arm (batches per train-function call).
+        keras_guard: also time plain `fit()` with Keras' finite check
+            (`LossScaleOptimizer`, scale 1), alternated with the other two.
 
     Returns:
         The `overhead.json` content as a dict.
@@ -61,6 +67,7 @@ def run_overhead(tasks, config="balanced", quick=False, out_dir="overhead_out",
         "quick": bool(quick),
         "jit_compile": jit_compile,
         "steps_per_execution": steps_per_execution,
+        "keras_guard": bool(keras_guard),
         "tasks": {},
     }
     start = time.perf_counter()
@@ -68,7 +75,8 @@ def run_overhead(tasks, config="balanced", quick=False, out_dir="overhead_out",
         spec = {"task": payload, "quick": bool(quick), "seed": 0,
                 "config": base.to_dict(), "repetitions": repetitions,
                 "steps": steps, "jit_compile": jit_compile,
-                "steps_per_execution": steps_per_execution}
+                "steps_per_execution": steps_per_execution,
+                "keras_guard": bool(keras_guard)}
         entry = harness._run_isolated("measure_fit_overhead", spec, backend,
                                       f"[{task.name}] fit overhead")
         result["tasks"][task.name] = entry
