@@ -125,6 +125,65 @@ def test_a_compiled_phase_function_serves_models_of_any_shapes(monkeypatch):
                                           0.25)
 
 
+@pytest.mark.skipif(not backend_is("tensorflow"),
+                    reason="ConcreteCalls serves TensorFlow's functions")
+def test_concrete_calls_run_the_trace_of_the_arguments_shapes():
+    """`ConcreteCalls` returns what the `tf.function` returns, keeps one
+    concrete function per structure, dtypes and shapes (the same shapes
+    nested differently are another key), and leaves arguments that are not
+    all tensors to the `tf.function`."""
+    import tensorflow as tf
+
+    traced = []
+
+    def combine(pairs, scale):
+        traced.append(1)
+        return [a * scale + b for a, b in pairs]
+
+    calls = backends.ConcreteCalls(tf.function(combine, autograph=False))
+    ones, twos = tf.ones((2, 3)), tf.fill((2, 3), 2.0)
+    out = calls([(ones, twos)], tf.constant(3.0))
+    np.testing.assert_array_equal(out[0].numpy(), np.full((2, 3), 5.0))
+    calls([(twos, ones)], tf.constant(0.5))
+    assert len(traced) == 1 and len(calls._concrete) == 1
+    # Other shapes, another structure of the same tensors, another dtype.
+    out = calls([(tf.ones((4,)), tf.ones((4,)))], tf.constant(1.0))
+    np.testing.assert_array_equal(out[0].numpy(), np.full((4,), 2.0))
+    out = calls([(ones, twos), (twos, ones)], tf.constant(1.0))
+    np.testing.assert_array_equal(out[1].numpy(), np.full((2, 3), 3.0))
+    calls([[ones, twos]], tf.constant(1.0))
+    calls([(tf.ones((2, 3), "float64"), tf.ones((2, 3), "float64"))],
+          tf.constant(1.0, "float64"))
+    assert len(calls._concrete) == 5
+    # A Python number is not a tensor: the tf.function's own path.
+    out = calls([(ones, twos)], 2.0)
+    np.testing.assert_array_equal(out[0].numpy(), np.full((2, 3), 4.0))
+    assert len(calls._concrete) == 5
+
+
+@pytest.mark.skipif(not backend_is("tensorflow"),
+                    reason="ConcreteCalls serves TensorFlow's functions")
+def test_a_compiled_update_reads_and_writes_its_variables(monkeypatch):
+    """Through `ConcreteCalls`, a compiled update still reads the
+    variables' current values and assigns its results on every call."""
+    monkeypatch.setattr(LazilyCompiled, "min_calls", 0)
+    monkeypatch.setattr(LazilyCompiled, "min_seconds", 0.0)
+    variables = [keras.Variable(np.ones((3,), "float32")),
+                 keras.Variable(np.full((2, 2), 2.0, "float32"))]
+    scale = backends.compile_update(
+        lambda values, factor: ([v * factor for v in values],
+                                keras.ops.sum(values[0])),
+        variables)
+    factor = keras.ops.convert_to_tensor(np.float32(2.0))
+    assert float(scale(factor)) == 3.0
+    assert isinstance(scale.compiled, backends.ConcreteCalls)
+    assert float(scale(factor)) == 6.0
+    variables[0].assign(np.zeros((3,), "float32"))
+    assert float(scale(factor)) == 0.0
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(variables[1]),
+                                  np.full((2, 2), 16.0))
+
+
 def test_outer_computes_the_same_eagerly_and_compiled(monkeypatch):
     """The same jumps and the same final weights whether the phase-boundary
     functions run eagerly or compiled from their first call."""

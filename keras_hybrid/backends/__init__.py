@@ -48,7 +48,7 @@ def compile_function(function):
             compiled = tf.function(function, autograph=False)
             if hasattr(compiled, "_omit_frequent_tracing_warning"):
                 compiled._omit_frequent_tracing_warning = True
-            return compiled
+            return ConcreteCalls(compiled)
 
         return LazilyCompiled(function, compile_pure)
     if name == "jax":
@@ -91,7 +91,7 @@ def compile_update(function, variables):
             # traced once per argument structure.
             if hasattr(compiled, "_omit_frequent_tracing_warning"):
                 compiled._omit_frequent_tracing_warning = True
-            return compiled
+            return ConcreteCalls(compiled)
 
         return LazilyCompiled(stateful, compile_stateful,
                               name=function.__name__)
@@ -109,6 +109,53 @@ def compile_update(function, variables):
         return output
 
     return jax_stateful
+
+
+class ConcreteCalls:
+    """Calls a `tf.function` of tensors through the concrete function of
+    its arguments' structure, dtypes and shapes, kept after the first call.
+
+    A phase-boundary function takes every variable's average or drift as
+    arguments: dozens of tensors. Calling the `tf.function` matches each of
+    them against its traces, which costs more than running the graph (on a
+    6-variable MLP, 1.1 ms a call against 0.44 ms for the graph). Here the
+    key is computed once per call from the flat tensors (about 1 us each)
+    and the graph runs on them directly. Arguments that are not all tensors
+    take the `tf.function`'s own path.
+
+    Args:
+        function: the `tf.function`.
+    """
+
+    def __init__(self, function):
+        self.function = function
+        self._concrete = {}
+
+    def __call__(self, *args):
+        import tensorflow as tf
+
+        flat = tf.nest.flatten(args)
+        if not all(isinstance(t, tf.Tensor) for t in flat):
+            return self.function(*args)
+        key = (_structure(args),
+               tuple((t.dtype, tuple(t.shape)) for t in flat))
+        concrete = self._concrete.get(key)
+        if concrete is None:
+            concrete = self.function.get_concrete_function(*args)
+            self._concrete[key] = concrete
+        if not hasattr(concrete, "_call_flat"):  # not in this TensorFlow
+            return concrete(*args)
+        return concrete._call_flat(flat, concrete.captured_inputs)
+
+
+def _structure(value):
+    """The nesting of lists, tuples and dicts in `value` (what `tf.nest`
+    flattens), as a hashable key."""
+    if isinstance(value, (list, tuple)):
+        return (type(value) is tuple, tuple(_structure(v) for v in value))
+    if isinstance(value, dict):
+        return tuple((k, _structure(value[k])) for k in sorted(value))
+    return None
 
 
 class LazilyCompiled:
