@@ -134,7 +134,8 @@ class PhaseCycle:
             return
         if self.trajectory is not None:
             self.trajectory.start_phase()
-        self._phase_start_features = self.state.features()
+        if getattr(self.predictor, "uses_start_features", False):
+            self._phase_start_features = self.state.features()
 
     def end_phase(self):
         """The controller's phase is done: moves on to the next one."""

@@ -9,7 +9,6 @@ that is unfrozen fresh optimizer slots, and records each switch and the
 backward work saved.
 """
 
-import dataclasses
 import numbers
 
 import keras
@@ -325,9 +324,10 @@ class Freezer:
         per_step = _replace(outcome.per_step_delta, {
             i: keras.ops.zeros_like(held[i]) for i in frozen
         })
-        return dataclasses.replace(
-            outcome, targets=held_targets, per_step_delta=per_step,
-            start=_replace(outcome.start, held),
+        start = outcome.start
+        return outcome.replace(
+            targets=held_targets, per_step_delta=per_step,
+            start=_replace(start, held),
         )
 
     def work(self, backward_passes):

@@ -43,6 +43,9 @@ class LossCurve:
             self.points = [p for p in self.points if p[0] % self.stride == 0]
 
 
+_PHASE_NAMES = {int(p): p.name for p in Phase}
+
+
 class RunStatistics:
     """Counters and timings of one hybrid `fit()`."""
 
@@ -67,7 +70,9 @@ class RunStatistics:
         self.final_val_loss = None
 
     def count(self, phase, backward=0, forward=0, steps=0):
-        self.steps[Phase(phase).name] += steps
+        # (Called once per step: `Phase(phase).name` costs more than the
+        # rest of the call.)
+        self.steps[_PHASE_NAMES[phase]] += steps
         self.backward += backward
         self.forward += forward
 

@@ -157,10 +157,9 @@ def to_host(values):
 
         return np.asarray(jax.device_get(values), dtype="float64").reshape(-1)
     if all(_in_host_memory(v, backend) for v in values):
-        read = (lambda v: v.item()) if backend == "torch" else (
-            lambda v: v.numpy().item()
-        )
-        return np.array([read(v) for v in values], "float64")
+        if backend == "torch":
+            return np.array([v.item() for v in values], "float64")
+        return np.array([v.numpy() for v in values], "float64")
     if len({v.dtype for v in values}) > 1:
         values = [keras.ops.cast(v, "float32") for v in values]
     return np.asarray(

@@ -258,6 +258,18 @@ class WeightTrajectory:
         return self._target(self.second_mean, self.drift,
                             scalar_tensor(self.lag + steps_ahead))
 
+    def start_point(self):
+        """A callable with no argument returning `target(0.0)` as it is
+        now (the second-half average and drift of this phase, even if
+        the trajectory moves on before it is called)."""
+        means, drift = self.second_mean, self.drift
+        offset = self.lag
+
+        def start():
+            return self._target(means, drift, scalar_tensor(offset))
+
+        return start
+
     def target_along(self, per_step, offset):
         """`second_mean + offset * per_step`, for any per-step change."""
         return self._target(self.second_mean, list(per_step),

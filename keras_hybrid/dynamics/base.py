@@ -1,9 +1,5 @@
 """The interface every dynamics model implements."""
 
-import dataclasses
-
-
-@dataclasses.dataclass
 class PhaseOutcome:
     """What a predictor expects of a PREDICT phase.
 
@@ -11,7 +7,10 @@ class PhaseOutcome:
         targets: callable `scale -> list of weight tensors`: the weights after
             `scale * phase_length` steps.
         per_step_delta: list of tensors: the weight change of one step.
-        start: list of tensors: the (denoised) weights to start from.
+        start: list of tensors: the (denoised) weights to start from. It may
+            be given as a callable with no argument that returns them: it is
+            then called when `start` is first read (a shadow prediction,
+            scored by its per-step change only, never computes it).
         predicted_loss: expected training loss at the end of the phase.
         loss_bounds: `(low, high)` for `predicted_loss`.
         judge_from_start: the forward check compares a jump with the loss
@@ -22,17 +21,51 @@ class PhaseOutcome:
             be accepted; 0 accepts any decrease.
     """
 
-    targets: object
-    per_step_delta: list
-    start: list
-    predicted_loss: float
-    loss_bounds: tuple
-    judge_from_start: bool = False
-    required_gain: float = 0.0
+    _FIELDS = ("targets", "per_step_delta", "start", "predicted_loss",
+               "loss_bounds", "judge_from_start", "required_gain")
+
+    def __init__(self, targets, per_step_delta, start, predicted_loss,
+                 loss_bounds, judge_from_start=False, required_gain=0.0):
+        self.targets = targets
+        self.per_step_delta = per_step_delta
+        self._start = start
+        self.predicted_loss = predicted_loss
+        self.loss_bounds = loss_bounds
+        self.judge_from_start = judge_from_start
+        self.required_gain = required_gain
+
+    @property
+    def start(self):
+        if callable(self._start):
+            self._start = list(self._start())
+        return self._start
+
+    def replace(self, **changes):
+        """A copy with `changes` (field name -> value)."""
+        unknown = sorted(set(changes) - set(self._FIELDS))
+        if unknown:
+            raise TypeError(
+                f"Unknown PhaseOutcome fields: {unknown}. Received: "
+                f"changes={sorted(changes)}"
+            )
+        values = {name: getattr(self, name) for name in self._FIELDS
+                  if name != "start"}
+        values["start"] = self._start  # still lazy if not read yet
+        values.update(changes)
+        return PhaseOutcome(**values)
 
 
 class Predictor:
-    """Base class of the dynamics models."""
+    """Base class of the dynamics models.
+
+    Attributes:
+        uses_start_features: whether `update_from_observation` reads its
+            `before` argument (the `TrainingState` features at the phase
+            start, about 0.25 ms of host work per FULL phase on a small
+            model); `False` (no built-in predictor does) passes `None`.
+    """
+
+    uses_start_features = False
 
     def ready(self):
         """Whether a prediction can be made at all."""
@@ -43,7 +76,9 @@ class Predictor:
         raise NotImplementedError
 
     def update_from_observation(self, before, after, loss_trajectory):
-        """Learns from a FULL phase: states before/after and its losses."""
+        """Learns from a FULL phase: the features at its start (`None`
+        unless `uses_start_features`), the state at its end and its
+        losses."""
         raise NotImplementedError
 
     def prediction_confidence(self, state):

@@ -54,7 +54,8 @@ class DriftPredictor(Predictor):
         return PhaseOutcome(
             targets=lambda scale: tr.target(scale * phase_length),
             per_step_delta=list(tr.drift),
-            start=tr.target(0.0),
+            # Computed when read (a shadow prediction never reads it).
+            start=tr.start_point(),
             predicted_loss=loss,
             loss_bounds=bounds,
         )
@@ -63,7 +64,7 @@ class DriftPredictor(Predictor):
         """Called at the end of every FULL phase.
 
         Args:
-            before: the `TrainingState` features at the phase start.
+            before: unused (`None`: see `Predictor.uses_start_features`).
             after: the `TrainingState` at the phase end.
             loss_trajectory: `(step, loss)` pairs of the phase.
         """
