@@ -43,7 +43,9 @@ class JumpCheck:
         abort: why the running PREDICT phase must end (`None`: it goes
             on): `"forward_check"` (a rejected jump), `"non_finite_loss"`
             or `"loss_sigma"` (a per-step loss).
-        restore_point: the values the phase's start snapshot took.
+        restore_point: the values the phase's start snapshot took: at
+            the start of a per-step prediction, at the start of a jump's
+            checks (`None` until then, and for an unchecked jump).
     """
 
     def __init__(self, config, stats, sync):
@@ -77,7 +79,15 @@ class JumpCheck:
         current weights; `full_loss` (the FULL losses' moments) sets the
         per-step loss limit."""
         self.outcome = outcome
-        self.restore_point = self.start.take()
+        # A jump's weights stay as they are until its search (the phase's
+        # calls until then only hold batches): the restore point is taken
+        # there, where the checks move them, and an unchecked jump never
+        # needs one (a rejected one changed nothing). Per-step predictions
+        # move the weights at every step.
+        self.restore_point = (
+            self.start.take() if self.config.predict_mode == "per_step"
+            else None
+        )
         self.batches = []
         if self.config.predict_mode == "per_step" and (
             full_loss.mean is not None
@@ -144,8 +154,10 @@ class JumpCheck:
 
     def restore_start(self):
         """Restores the weights (and non-trainable state) of the phase's
-        start exactly."""
-        self.start.restore(self.restore_point)
+        start exactly (nothing to do where no restore point was taken: the
+        weights have not left the start)."""
+        if self.restore_point is not None:
+            self.start.restore(self.restore_point)
 
     def close(self):
         """Forgets the phase (after `finish`)."""
@@ -171,6 +183,7 @@ class JumpCheck:
             self._unchecked(batches, step)
             self.stats.add_overhead("predict", time.perf_counter() - start)
             return
+        self.restore_point = self.start.take()
         evaluate = functions["eval_loss"]
 
         def mean_loss(finite=None):

@@ -127,6 +127,65 @@ def test_unchecked_jump_applies_its_first_scale_if_finite(finite):
     assert check.restore_point is None and check.outcome is None
 
 
+def test_the_restore_point_is_taken_where_the_weights_leave_the_start():
+    """A per-step prediction moves the weights at every step: its restore
+    point is taken at the start. A jump's weights stay put until its
+    search: taken there if the search checks candidates, never if it
+    applies the jump unchecked (a rejected one changed nothing)."""
+    taken = []
+
+    def counting(check):
+        take = check.start.take
+
+        def counted():
+            taken.append(1)
+            return take()
+
+        check.start.take = counted
+
+    per_step, _, _ = _jump_check(predict_mode="per_step")
+    counting(per_step)
+    per_step.begin(_Outcome([], []), RunningMoments())
+    assert taken == [1] and per_step.restore_point is not None
+
+    taken.clear()
+    unchecked, _, variables = _jump_check(
+        check_jumps=False, validation_samples=2,
+        predictor={"jump_scales": [1.0]})
+    counting(unchecked)
+    start = _numpy(variables)
+    unchecked.begin(_Outcome(start, [np.ones(2, "float32"),
+                                     np.ones(1, "float32")]),
+                    RunningMoments())
+    unchecked.add("a")
+    unchecked.add("b")
+    unchecked.search({}, step=3)
+    assert taken == [] and unchecked.restore_point is None
+
+    taken.clear()
+    checked, _, variables = _jump_check(
+        validation_samples=1, loss_tolerance=0.0,
+        predictor={"jump_scales": [1.0]})
+    counting(checked)
+    start = _numpy(variables)
+    checked.begin(_Outcome(start, [np.ones(2, "float32"),
+                                   np.ones(1, "float32")]),
+                  RunningMoments())
+    assert taken == [] and checked.restore_point is None
+    checked.add("a")
+    # The candidate's loss is higher than the start's: rejected, and the
+    # start restored exactly from the point taken by the search.
+    losses = iter([1.0, 2.0])
+
+    def eval_loss(batch):
+        return keras.ops.convert_to_tensor(next(losses), dtype="float32")
+
+    checked.search({"eval_loss": eval_loss}, step=3)
+    assert taken == [1] and checked.abort == "forward_check"
+    for a, b in zip(start, _numpy(variables)):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_jump_check_state_round_trip():
     check, _, variables = _jump_check(predict_mode="per_step")
     moments = RunningMoments()
