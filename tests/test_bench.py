@@ -503,6 +503,37 @@ def test_overhead_verdict_picks_the_bar_by_step_length():
     assert not overhead.verdict(dict(long, ratio_median=1.03))["within"]
 
 
+def test_median_interval_is_the_binomial_order_statistics_interval():
+    # n = 15: P(Binomial(15, 1/2) <= 3) = 576 / 32768, so the 4th and 12th
+    # values bound the median with probability 1 - 2 * 576 / 32768.
+    low, high, coverage = overhead.median_interval(
+        [float(v) for v in range(15, 0, -1)])
+    assert (low, high) == (4.0, 12.0)
+    assert coverage == pytest.approx(1 - 2 * 576 / 32768)
+    # n = 7 is too small for a narrower 90% interval: the extremes.
+    assert overhead.median_interval(range(7))[:2] == (0.0, 6.0)
+    with pytest.raises(ValueError, match="must not be empty"):
+        overhead.median_interval([])
+
+
+def test_overhead_verdict_says_whether_the_noise_resolves_it():
+    spread = {"plain_step_ms": 1.5, "ratio_median": 1.20,
+              "guard_ratio_median": 1.14,
+              "ratios": [1.10, 1.15, 1.18, 1.20, 1.22, 1.25, 1.30]}
+    judged = overhead.verdict(spread)
+    assert not judged["within"] and not judged["resolved"]
+    assert judged["interval"] == [1.10, 1.30]
+    assert "not resolved at this noise" in judged["text"]
+    tight = dict(spread, ratios=[1.195, 1.198, 1.2, 1.2, 1.2, 1.21, 1.22])
+    judged = overhead.verdict(tight)
+    assert judged["resolved"] and not judged["within"]
+    assert "lies on one side of the bar" in judged["text"]
+    under = dict(tight, ratio_median=1.10,
+                 ratios=[1.05, 1.08, 1.09, 1.10, 1.11, 1.12, 1.15])
+    judged = overhead.verdict(under)
+    assert judged["resolved"] and judged["within"]
+
+
 def test_fit_overhead_window_starts_after_every_trace():
     config = kh.HybridConfig(warmup_steps=7, full_steps=5)
     assert overhead.window_start(config) == 7 + 2 * 5 + 1

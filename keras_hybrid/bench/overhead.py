@@ -23,6 +23,7 @@ refuses non-finite updates: `verdict` judges the hybrid against it there,
 and against plain `fit()` on steps of `LONG_STEP_MS` or more.
 """
 
+import math
 import time
 
 import keras
@@ -40,6 +41,8 @@ QUICK_STEPS = 60
 LONG_STEP_MS = 10.0
 LONG_STEP_BAR = 1.02
 SHORT_STEP_MARGIN = 0.05
+# The least coverage of the median's interval the verdict reports.
+MEDIAN_LEVEL = 0.9
 
 
 class WindowClock(keras.callbacks.Callback):
@@ -125,8 +128,42 @@ def _ratio_figures(plain, hybrid):
     }
 
 
+def median_interval(values, level=MEDIAN_LEVEL):
+    """A distribution-free interval for the median of `values`: the order
+    statistics `k` and `n - k + 1` (1-based) with `k` the largest for which
+    the binomial tail `P(Binomial(n, 1/2) < k)` is at most `(1 - level) /
+    2`, so that the interval holds the median with probability at least
+    `level` (the smallest and largest value where `n` is too small).
+
+    Returns:
+        `(low, high, coverage)`: the bounds and their exact coverage.
+    """
+    ordered = sorted(float(v) for v in values)
+    n = len(ordered)
+    if not n:
+        raise ValueError(f"`values` must not be empty. Received: {values!r}")
+    tail = (1.0 - level) / 2.0
+    k, below = 1, 0.0
+    while k < (n + 1) // 2:
+        # P(B < k + 1) = P(B <= k)
+        below_next = below + math.comb(n, k - 1) / 2.0 ** n
+        if below_next + math.comb(n, k) / 2.0 ** n > tail:
+            break
+        below = below_next
+        k += 1
+    low, high = ordered[k - 1], ordered[n - k]
+    outside = 2.0 * sum(math.comb(n, i) for i in range(k)) / 2.0 ** n
+    return low, high, 1.0 - outside
+
+
 def verdict(result):
     """The measured overhead against its bar, in words.
+
+    The per-pair median is judged against the bar; its interval
+    (`median_interval` of the per-pair ratios) says whether that judgement
+    holds at the measurement's noise: `resolved` where the whole interval
+    lies on one side of the bar (the bar's own noise, Keras' check's, is
+    not counted in).
 
     Args:
         result: `measure_fit_overhead()`'s dict.
@@ -134,7 +171,9 @@ def verdict(result):
     Returns:
         A dict: `bar` (the largest hybrid / plain per-pair median allowed),
         `reference` (`"plain"` on steps of `LONG_STEP_MS` or more,
-        `"keras_guard"` below), `within` (bool) and `text`; `None` for a
+        `"keras_guard"` below), `within` (bool: the median at most the
+        bar), `interval` (`[low, high]` of the median, where the per-pair
+        ratios are known), `coverage`, `resolved` and `text`; `None` for a
         short step measured without the Keras arm.
     """
     step_ms = result["plain_step_ms"]
@@ -153,8 +192,20 @@ def verdict(result):
     within = measured <= bar
     text = (f"{'within' if within else 'over'} the bar on "
             f"{step_ms:.1f} ms steps: {measured:.3f} against {against}")
-    return {"bar": float(bar), "reference": reference,
-            "within": bool(within), "text": text}
+    judged = {"bar": float(bar), "reference": reference,
+              "within": bool(within)}
+    ratios = result.get("ratios")
+    if ratios:
+        low, high, coverage = median_interval(ratios)
+        resolved = high <= bar or low > bar
+        judged.update(interval=[low, high], coverage=coverage,
+                      resolved=bool(resolved))
+        text += (f" (the median's {100 * coverage:.0f}% interval "
+                 f"[{low:.3f}-{high:.3f}] "
+                 + ("lies on one side of the bar)" if resolved else
+                    "holds the bar: not resolved at this noise)"))
+    judged["text"] = text
+    return judged
 
 
 def measure_fit_overhead(spec):
