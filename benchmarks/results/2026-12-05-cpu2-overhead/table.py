@@ -25,16 +25,23 @@ def _pair(entry, prefix=""):
             f"{entry[prefix + 'cpu_ratio_of_min']:.2f}")
 
 
-def rows(label):
+def entries(folder):
+    """`(plain step ms, task, entry)` of every `overhead.json` under
+    `folder`'s subfolders, short steps first, then by task, backend and
+    steps per call."""
     found = []
-    for path in glob.glob(os.path.join(HERE, label, "*", "overhead.json")):
+    for path in glob.glob(os.path.join(folder, "*", "overhead.json")):
         with open(path) as f:
             data = json.load(f)
         for task, entry in data["tasks"].items():
             found.append((entry["plain_step_ms"], task, entry))
     found.sort(key=lambda r: (r[0] >= 10.0, r[1], r[2]["backend"],
                               r[2]["steps_per_execution"]))
-    for step_ms, task, entry in found:
+    return found
+
+
+def rows(label):
+    for step_ms, task, entry in entries(os.path.join(HERE, label)):
         judged = entry["verdict"]
         yield (f"| {task} | {BACKENDS[entry['backend']]} | "
                f"{entry['steps_per_execution']} | {step_ms:.1f} ms | "
