@@ -3,6 +3,7 @@ a drift prediction (computed when read; a shadow prediction never reads
 it) and the training-state features at a FULL phase's start (computed
 only for a predictor that reads them)."""
 
+import keras
 import numpy as np
 import pytest
 
@@ -70,8 +71,8 @@ def _finished_trajectory():
 def test_the_drift_start_is_the_target_when_the_prediction_was_made():
     model, trajectory = _finished_trajectory()
     predictor = DriftPredictor(HybridConfig(), trajectory)
-    expected = [np.asarray(t) for t in trajectory.target(0.0)]
-    weights = [np.asarray(v.value) for v in trajectory.variables]
+    expected = [keras.ops.convert_to_numpy(t) for t in trajectory.target(0.0)]
+    weights = [keras.ops.convert_to_numpy(v) for v in trajectory.variables]
     # second mean 3 w, drift w per step, lag 0.5: the start is 3.5 w.
     for want, w in zip(expected, weights):
         np.testing.assert_allclose(want, 3.5 * w, rtol=1e-6)
@@ -82,7 +83,7 @@ def test_the_drift_start_is_the_target_when_the_prediction_was_made():
     trajectory.drift = [d * 0.0 for d in trajectory.drift]
     trajectory.second_count = 7
     for got, want in zip(outcome.start, expected):
-        np.testing.assert_array_equal(np.asarray(got), want)
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), want)
 
 
 def test_a_shadow_prediction_does_not_compute_the_start():
