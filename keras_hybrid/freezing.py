@@ -324,10 +324,9 @@ class Freezer:
         per_step = _replace(outcome.per_step_delta, {
             i: keras.ops.zeros_like(held[i]) for i in frozen
         })
-        start = outcome.start
         return outcome.replace(
             targets=held_targets, per_step_delta=per_step,
-            start=_replace(start, held),
+            start=_replace(outcome.start, held),
         )
 
     def work(self, backward_passes):

@@ -143,17 +143,13 @@ def median_interval(values, level=MEDIAN_LEVEL):
     if not n:
         raise ValueError(f"`values` must not be empty. Received: {values!r}")
     tail = (1.0 - level) / 2.0
-    k, below = 1, 0.0
-    while k < (n + 1) // 2:
-        # P(B < k + 1) = P(B <= k)
-        below_next = below + math.comb(n, k - 1) / 2.0 ** n
-        if below_next + math.comb(n, k) / 2.0 ** n > tail:
-            break
-        below = below_next
+    # `below` is P(B <= k - 1): the chance that the median lies below the
+    # k-th value (and, by symmetry, above the (n - k + 1)-th).
+    k, below = 1, 1.0 / 2.0 ** n
+    while k < (n + 1) // 2 and below + math.comb(n, k) / 2.0 ** n <= tail:
+        below += math.comb(n, k) / 2.0 ** n
         k += 1
-    low, high = ordered[k - 1], ordered[n - k]
-    outside = 2.0 * sum(math.comb(n, i) for i in range(k)) / 2.0 ** n
-    return low, high, 1.0 - outside
+    return ordered[k - 1], ordered[n - k], 1.0 - 2.0 * below
 
 
 def verdict(result):
