@@ -15,6 +15,15 @@ from helpers import compile_model
 from helpers import eager_config
 from helpers import weights_of
 
+pytestmark = pytest.mark.backends
+
+
+def _synced_weights(runner, model):
+    """The model's weights as the fit loop holds them (on JAX the loop
+    keeps its own state; the variables are brought up to date first)."""
+    runner.calls.sync()
+    return weights_of(model)
+
 
 def _data():
     rng = np.random.default_rng(0)
@@ -46,7 +55,8 @@ def _fit(monkeypatch, **config):
             "batches": checked, "accepted": accepted, "target": target,
             "after": [keras.ops.convert_to_numpy(v)
                       for v in check.weights.variables],
-            "weights": weights_of(model) if accepted else None,
+            "weights": (_synced_weights(callback.runner, model)
+                        if accepted else None),
         })
 
     monkeypatch.setattr(JumpCheck, "search", spy_search)
@@ -64,7 +74,7 @@ def _fit(monkeypatch, **config):
             def spy_train(batch):
                 trainings.append({
                     "batch": batch, "phase": runner.controller.phase,
-                    "weights": weights_of(model),
+                    "weights": _synced_weights(runner, model),
                 })
                 return train(batch)
 
