@@ -422,11 +422,13 @@ class HybridConfig:
             SNOO); without it (default), the checked batches of an accepted
             jump are skipped like the rest of the phase.
         check_jumps: whether a jump is judged by forward checks (jump
-            mode). With `False` it is applied at the first of
-            `predictor.jump_scales` unless it is non-finite, and its
-            `validation_samples` batches are only held back (trained on
-            after it with `train_check_batches`): outer steps that cost no
-            forward pass, for estimators whose check would only record.
+            mode). With `False` it is applied as its phase starts, at the
+            first of `predictor.jump_scales`, unless it is non-finite; no
+            batch is held back (with `train_check_batches` its first
+            `validation_samples` batches are trained on as they come, from
+            the jumped weights; without it they are skipped with the rest
+            of the phase): outer steps that cost no forward pass, for
+            estimators whose check would only record.
         loss_tolerance: a jump is accepted if the lowest checked loss of its
             scales is below `(1 + loss_tolerance)` times the loss of the
             weights it replaces (0: it must lower the loss; a tolerance

@@ -244,7 +244,15 @@ class PhaseCycle:
         if self.freezer is not None:
             outcome = self.freezer.hold_frozen(outcome, self.variables)
         self.stats.add_overhead("predict", time.perf_counter() - start)
-        if not (all_finite(outcome.per_step_delta) and all_finite(outcome.start)):
+        check = self.jump_check
+        if check.immediate:
+            # Applied now: only its target's finiteness is checked (the
+            # per-step change and the start are never read).
+            usable = check.jump_now(outcome, c.step)
+        else:
+            usable = all_finite(outcome.per_step_delta) and all_finite(
+                outcome.start)
+        if not usable:
             self.stats.event(
                 c.step, "non_finite_prediction", "rejected_before_apply"
             )
@@ -259,13 +267,24 @@ class PhaseCycle:
             confidence=self.confidence,
         )
         self.predicted_loss = outcome.predicted_loss
-        self.jump_check.begin(outcome, self.state.full_loss)
+        check.begin(outcome, self.state.full_loss)
         self.stats.predictions_attempted += 1
+        if check.immediate:
+            self._jumped()
         if self.config.predict_mode == "per_step":
             self.trajectory.snapshots.restore(outcome.start)
             for delta, value in zip(self.deltas, outcome.per_step_delta):
                 delta.assign(value)
         return True
+
+    def _jumped(self):
+        """A jump has just moved the weights (an immediate one as its
+        phase starts, a checked one once accepted)."""
+        # The loss rises for a few steps after a jump: the monitor does not
+        # judge them against the loss before it.
+        self.monitor.note_jump()
+        if self.outer_guard is not None:
+            self.outer_guard.jumped(self.controller.step)
 
     def end_predict(self, success, reason):
         """Ends the PREDICT phase: kept (`success`; CORRECT follows) or
@@ -281,12 +300,8 @@ class PhaseCycle:
         self.calls.pending_iterations -= len(retrain)
         self.calls.flush_iterations()
         if success:
-            if self.config.predict_mode == "jump":
-                # The loss rises for a few steps after a jump: the monitor
-                # does not judge them against the loss before it.
-                self.monitor.note_jump()
-                if self.outer_guard is not None:
-                    self.outer_guard.jumped(c.step)
+            if self.config.predict_mode == "jump" and not check.immediate:
+                self._jumped()
             self.quiet.paid()  # prediction pays: no back-off
             self.stats.predictions_accepted += 1
             c.record_prediction(True)

@@ -8,8 +8,10 @@ stays within `loss_tolerance` of the weights it replaces, else rejects the
 jump. A rejection ends the phase with the weights of its start restored
 exactly (the restore point), and the check batches are trained on then
 (with `train_check_batches`, an accepted jump's too, from the jumped
-weights). With `check_jumps=False` a jump is applied at its first scale
-after a finiteness check alone.
+weights). With `check_jumps=False` a jump is applied as its phase starts,
+at its first scale, after a finiteness check alone (`jump_now`), and with
+`train_check_batches` the phase's first `validation_samples` batches are
+trained on as they come.
 
 A per-step prediction (`predict_mode="per_step"`) is guarded step by step:
 a forward loss that is not finite, or above the loss limit (`divergence_
@@ -98,10 +100,31 @@ class JumpCheck:
                 )
             )
 
+    @property
+    def immediate(self):
+        """Whether a jump is applied as its phase starts (`check_jumps=
+        False`): nothing checks it, so no batch waits for it or is held.
+        With `train_check_batches` the phase's first `validation_samples`
+        batches are then trained on as they come, from the jumped weights
+        (the same steps, in the same order, as training them after a
+        checked jump)."""
+        return self.config.predict_mode == "jump" and (
+            not self.config.check_jumps
+        )
+
     def checking(self, phase_step):
         """Whether the batch at `phase_step` of the phase is a check batch
-        (the first `validation_samples` of a jump's)."""
+        (the first `validation_samples` of a checked jump's)."""
         return self.config.predict_mode == "jump" and (
+            self.config.check_jumps
+            and phase_step < self.config.validation_samples
+        )
+
+    def trains_now(self, phase_step):
+        """Whether the batch at `phase_step` of an immediate jump's phase
+        is trained on as it comes (its first `validation_samples`, with
+        `train_check_batches`)."""
+        return self.immediate and self.config.train_check_batches and (
             phase_step < self.config.validation_samples
         )
 
@@ -179,10 +202,6 @@ class JumpCheck:
         start = time.perf_counter()
         self.sync()
         batches = self.batches
-        if not self.config.check_jumps:
-            self._unchecked(batches, step)
-            self.stats.add_overhead("predict", time.perf_counter() - start)
-            return
         self.restore_point = self.start.take()
         evaluate = functions["eval_loss"]
 
@@ -234,17 +253,31 @@ class JumpCheck:
         self._conclude(batches, base, tried, best if accepted else None,
                        step)
 
-    def _unchecked(self, batches, step):
-        """`check_jumps=False`: applies the jump at its first scale with no
-        forward check (one host transfer: whether it is finite)."""
+    def jump_now(self, outcome, step):
+        """Applies an unchecked jump (`immediate`) at the first of
+        `predictor.jump_scales`, unless a weight of its target is not
+        finite (one compiled call and one host transfer), and records it in
+        `stats.jumps`.
+
+        Args:
+            outcome: the phase's `PhaseOutcome`.
+            step: the training step.
+
+        Returns:
+            Whether it was applied (a non-finite target changes nothing).
+        """
+        start = time.perf_counter()
+        self.sync()
         scale = self.config.predictor.jump_scales[0]
-        candidate = self.outcome.targets(scale)
-        finite = bool(to_host([finite_flag(candidate)])[0])
-        if not finite:
-            self.stats.event(step, "non_finite_prediction",
-                             "rejected_before_apply")
-        self._conclude(batches, None, [],
-                       (scale, candidate) if finite else None, step)
+        applied = bool(to_host(
+            [self.weights.restore_if_finite(outcome.targets(scale))]
+        )[0])
+        self.stats.jumps.append(
+            {"step": step, "base_loss": None, "tried": [],
+             "accepted_scale": scale if applied else None}
+        )
+        self.stats.add_overhead("predict", time.perf_counter() - start)
+        return applied
 
     def _conclude(self, batches, base_loss, tried, accepted, step):
         """Records a jump in `stats.jumps`, then applies it or rejects it.

@@ -253,7 +253,7 @@ class HybridRunner:
     def _predict_call(self, iterator):
         """One call of a PREDICT phase: a correction (a training step every
         `correction_interval` steps), a per-step prediction, or a jump's
-        check or skipped batches."""
+        check, trained or skipped batches."""
         k = self.controller.phase_step
         interval = self.control.correction_interval()
         check = self.jump_check
@@ -264,6 +264,11 @@ class HybridRunner:
                                    settle_check=self.settle_check)
         if self.config.predict_mode == "per_step":
             return self.calls.predict(iterator), "predict"
+        if check.trains_now(k):
+            # An immediate jump's first batches: trained on from the
+            # jumped weights as they come.
+            return self.calls.full(iterator, collect=False, kind="retrain",
+                                   settle_check=self.settle_check)
         self.calls.skip(iterator, keep=check.add if checking else None)
         if checking and check.ready:
             check.search(self.functions, self.controller.step)

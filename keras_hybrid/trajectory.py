@@ -34,6 +34,8 @@ class VariableSnapshots:
         self.variables = list(variables)
         self._take = compile_update(_take_copies, self.variables)
         self._restore = compile_update(_assign_copies, self.variables)
+        self._restore_if_finite = compile_update(_assign_if_finite,
+                                                 self.variables)
 
     def take(self):
         """Returns copies of the variables' current values."""
@@ -42,6 +44,12 @@ class VariableSnapshots:
     def restore(self, values):
         """Assigns `values` to the variables (exactly, bit for bit)."""
         self._restore(list(values))
+
+    def restore_if_finite(self, values):
+        """Assigns `values` (exactly) if every entry of every one is
+        finite, else leaves the variables as they are; returns whether it
+        assigned them, as a device scalar (one compiled call)."""
+        return self._restore_if_finite(list(values))
 
 
 def _take_copies(values):
@@ -53,6 +61,13 @@ def _assign_copies(values, new_values):
     # step donates it, which would delete the snapshot.
     del values
     return [ops.copy(v) for v in new_values], None
+
+
+def _assign_if_finite(values, new_values):
+    finite = _finite(new_values)
+    # `where` makes new arrays (JAX: nothing the next step donates is kept).
+    selected = [ops.where(finite, n, v) for n, v in zip(new_values, values)]
+    return selected, finite
 
 
 def _cosine_parts(a, b):

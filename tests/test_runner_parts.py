@@ -97,34 +97,47 @@ def test_jumps_have_no_loss_limit_and_collect_their_check_batches():
 
 
 @pytest.mark.parametrize("finite", [True, False])
-def test_unchecked_jump_applies_its_first_scale_if_finite(finite):
+def test_unchecked_jump_applies_its_first_scale_at_once_if_finite(finite):
     check, stats, variables = _jump_check(
-        check_jumps=False, train_check_batches=True, min_predict_steps=2,
-        max_predict_steps=2, validation_samples=2,
+        check_jumps=False, train_check_batches=True, min_predict_steps=3,
+        max_predict_steps=3, validation_samples=2,
         predictor={"jump_scales": [0.5, 1.0]},
     )
+    assert check.immediate
+    # No batch is held: the first two are trained on as they come, the
+    # third is skipped.
+    assert [check.trains_now(k) for k in range(3)] == [True, True, False]
+    assert not any(check.checking(k) for k in range(3))
     start = _numpy(variables)
     step = [np.ones(2, "float32"),
             np.full(1, 1.0 if finite else np.nan, "float32")]
-    check.begin(_Outcome(start, step), RunningMoments())
-    check.add("a")
-    check.add("b")
-    check.search({}, step=7)
+    outcome = _Outcome(start, step)
+    assert check.jump_now(outcome, step=7) is finite
+    check.begin(outcome, RunningMoments())
     assert stats.jumps == [{"step": 7, "base_loss": None, "tried": [],
                             "accepted_scale": 0.5 if finite else None}]
+    assert not check.holds_batches and not check.unverified
     if finite:
-        assert check.abort is None and check.accepted_batches == ["a", "b"]
         np.testing.assert_array_equal(_numpy(variables)[0], [1.5, 2.5])
-        assert check.finish(success=True) == ["a", "b"]
-    else:
-        assert check.abort == "forward_check"
-        assert stats.events[-1]["signal"] == "non_finite_prediction"
-        assert check.finish(success=False) == ["a", "b"]
-        check.restore_start()
+        np.testing.assert_array_equal(_numpy(variables)[1], [3.5])
+    else:  # nothing changed
         for a, b in zip(start, _numpy(variables)):
             np.testing.assert_array_equal(a, b)
+    assert check.finish(success=True) == []
     check.close()
     assert check.restore_point is None and check.outcome is None
+
+
+def test_immediate_jumps_without_train_check_batches_skip_their_phase():
+    check, _, _ = _jump_check(
+        check_jumps=False, min_predict_steps=3, max_predict_steps=3,
+        validation_samples=2)
+    assert check.immediate
+    assert not any(check.trains_now(k) or check.checking(k)
+                   for k in range(3))
+    checked, _, _ = _jump_check(validation_samples=2)
+    assert not checked.immediate and not checked.trains_now(0)
+    assert checked.checking(1) and not checked.checking(2)
 
 
 def test_the_restore_point_is_taken_where_the_weights_leave_the_start():
@@ -154,12 +167,9 @@ def test_the_restore_point_is_taken_where_the_weights_leave_the_start():
         predictor={"jump_scales": [1.0]})
     counting(unchecked)
     start = _numpy(variables)
-    unchecked.begin(_Outcome(start, [np.ones(2, "float32"),
-                                     np.ones(1, "float32")]),
-                    RunningMoments())
-    unchecked.add("a")
-    unchecked.add("b")
-    unchecked.search({}, step=3)
+    outcome = _Outcome(start, [np.ones(2, "float32"), np.ones(1, "float32")])
+    assert unchecked.jump_now(outcome, step=3)
+    unchecked.begin(outcome, RunningMoments())
     assert taken == [] and unchecked.restore_point is None
 
     taken.clear()

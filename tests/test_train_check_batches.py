@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import keras_hybrid as kh
+from keras_hybrid.calls import StepCalls
 from keras_hybrid.jump_check import JumpCheck
 from keras_hybrid.phases import Phase
 
@@ -60,6 +61,35 @@ def _fit(monkeypatch, **config):
         })
 
     monkeypatch.setattr(JumpCheck, "search", spy_search)
+    jump_now = JumpCheck.jump_now
+
+    def spy_jump_now(check, outcome, step):
+        scale = check.config.predictor.jump_scales[0]
+        target = [keras.ops.convert_to_numpy(t)
+                  for t in outcome.targets(scale)]
+        applied = jump_now(check, outcome, step)
+        searches.append({
+            "batches": None, "accepted": applied, "target": target,
+            "after": [keras.ops.convert_to_numpy(v)
+                      for v in check.weights.variables],
+            "weights": (_synced_weights(callback.runner, model)
+                        if applied else None),
+        })
+        return applied
+
+    monkeypatch.setattr(JumpCheck, "jump_now", spy_jump_now)
+    full = StepCalls.full
+
+    def spy_full(calls, iterator, collect, kind=None, settle_check=None):
+        if kind == "retrain":  # an immediate jump's trained batches
+            trainings.append({
+                "batch": None, "phase": calls.controller.phase,
+                "weights": _synced_weights(callback.runner, model),
+            })
+        return full(calls, iterator, collect, kind=kind,
+                    settle_check=settle_check)
+
+    monkeypatch.setattr(StepCalls, "full", spy_full)
     callback = kh.HybridPredictCallback(eager_config(
         predictor={"type": "nesterov", "min_agreement": -1.0,
                    "jump_scales": [1.0]},
@@ -216,8 +246,42 @@ def test_unchecked_jumps_cost_no_forward_pass(monkeypatch):
     for search in searches:
         for a, b in zip(search["target"], search["after"]):
             np.testing.assert_array_equal(a, b)
-    # ... and its batches were trained on from there.
-    _assert_trained_after(searches, trainings)
+    # ... as its phase started, and its phase's two batches were trained
+    # on as they came, the first from the jumped weights; no batch was held
+    # for later (the compiled train-one-batch function never ran).
+    assert all(t["phase"] == Phase.PREDICT for t in trainings)
+    assert len(trainings) == 2 * len(searches)
+    for search, first in zip(searches, trainings[::2]):
+        for a, b in zip(search["weights"], first["weights"]):
+            np.testing.assert_array_equal(a, b)
+    assert not runner.jump_check.holds_batches
+
+
+def test_unchecked_jumps_train_what_held_batches_would_have(monkeypatch):
+    """An immediate jump trains the same batches, in the same order, from
+    the same weights as a checked jump that holds them and trains them once
+    accepted: with every checked jump accepted (at the same single scale),
+    both runs end at the same weights and optimizer state."""
+    phases = dict(train_check_batches=True, min_predict_steps=2,
+                  max_predict_steps=2, validation_samples=2)
+    unchecked, _, summary, _, _ = _fit(monkeypatch, check_jumps=False,
+                                       **phases)
+    checked, runner, checked_summary, searches, _ = _fit(
+        monkeypatch, check_jumps=True, loss_tolerance=1.0, **phases)
+    assert searches and all(s["accepted"] for s in searches)
+    assert (summary["predictions_accepted"]
+            == checked_summary["predictions_accepted"] == len(searches))
+    # The checked run made forward passes the unchecked one did not.
+    assert checked_summary["forward_passes"] > summary["forward_passes"]
+    # Two compiled training functions (train-one-batch, the FULL step) may
+    # round differently: equal to float32 precision.
+    for a, b in zip(weights_of(unchecked), weights_of(checked)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(unchecked.optimizer.variables,
+                    checked.optimizer.variables):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(a),
+                                   keras.ops.convert_to_numpy(b),
+                                   rtol=1e-5, atol=1e-6)
 
 
 def test_check_jumps_validation():

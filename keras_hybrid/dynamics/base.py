@@ -7,10 +7,12 @@ class PhaseOutcome:
         targets: callable `scale -> list of weight tensors`: the weights after
             `scale * phase_length` steps.
         per_step_delta: list of tensors: the weight change of one step.
-        start: list of tensors: the (denoised) weights to start from. It may
-            be given as a callable with no argument that returns them: it is
-            then called when `start` is first read (a shadow prediction,
-            scored by its per-step change only, never computes it).
+        start: list of tensors: the (denoised) weights to start from.
+
+    `per_step_delta` and `start` may be given as callables with no argument
+    that return them: each is then called when first read (a shadow
+    prediction, scored by its per-step change only, never computes its
+    start; an unchecked jump reads neither).
         predicted_loss: expected training loss at the end of the phase.
         loss_bounds: `(low, high)` for `predicted_loss`.
         judge_from_start: the forward check compares a jump with the loss
@@ -27,7 +29,7 @@ class PhaseOutcome:
     def __init__(self, targets, per_step_delta, start, predicted_loss,
                  loss_bounds, judge_from_start=False, required_gain=0.0):
         self.targets = targets
-        self.per_step_delta = per_step_delta
+        self._per_step_delta = per_step_delta
         self._start = start
         self.predicted_loss = predicted_loss
         self.loss_bounds = loss_bounds
@@ -35,10 +37,24 @@ class PhaseOutcome:
         self.required_gain = required_gain
 
     @property
+    def per_step_delta(self):
+        if callable(self._per_step_delta):
+            self._per_step_delta = list(self._per_step_delta())
+        return self._per_step_delta
+
+    @per_step_delta.setter
+    def per_step_delta(self, value):
+        self._per_step_delta = value
+
+    @property
     def start(self):
         if callable(self._start):
             self._start = list(self._start())
         return self._start
+
+    @start.setter
+    def start(self, value):
+        self._start = value
 
     def replace(self, **changes):
         """A copy with `changes` (field name -> value)."""
@@ -48,9 +64,11 @@ class PhaseOutcome:
                 f"Unknown PhaseOutcome fields: {unknown}. Received: "
                 f"changes={sorted(changes)}"
             )
+        lazy = ("per_step_delta", "start")
         values = {name: getattr(self, name) for name in self._FIELDS
-                  if name != "start"}
-        values["start"] = self._start  # still lazy if not read yet
+                  if name not in lazy}
+        for name in lazy:  # still callables if not read yet
+            values[name] = getattr(self, "_" + name)
         values.update(changes)
         return PhaseOutcome(**values)
 

@@ -202,7 +202,9 @@ class LongWindowPredictor(DriftPredictor):
             units = horizon_units(ahead, scale * length / len(ahead))
             return combine(base, direction, coefficients * units)
 
-        per_step = scaled(direction, coefficients * float(ahead[0]))
+        def per_step():
+            return scaled(direction, coefficients * float(ahead[0]))
+
         return PhaseOutcome(
             targets=targets,
             per_step_delta=per_step,
