@@ -8,6 +8,10 @@ as a user sees it):
 
 - `plain`: the Keras model, plain `fit()`;
 - `outer`: `kh.HybridModel.wrap(model)` with `HybridPredictCallback("outer")`;
+- `keras-check` (`--arms`): plain `fit()` with Keras' own finite check
+  (the optimizer in a `LossScaleOptimizer` with its scale fixed at 1), the
+  reference for what a guarded step costs;
+- `wrapped` and `outer-off` may be named in `--arms` too;
 - `outer-fullN` (`--arms`): `outer` with `full_steps: N` (its FULL phases
   are 30 steps; a phase end costs about the same however long the phase);
 - with `--diagnostic`, also `wrapped` (the wrapper without the callback) and
@@ -133,7 +137,12 @@ def child(arm, task_name, seed, count):
         optimizer = task.make_optimizer()
         loss = task.loss
     callbacks = []
-    if arm != "plain":
+    if arm == "keras-check":
+        # Keras' own in-graph finite check (the scale fixed at 1): what a
+        # guarded step costs without keras-hybrid.
+        optimizer = keras.optimizers.LossScaleOptimizer(
+            optimizer, initial_scale=1.0, dynamic_growth_steps=2**31 - 1)
+    elif arm != "plain":
         model = kh.HybridModel.wrap(model)
     if arm.startswith("outer"):
         config = {"preset": "outer"}
@@ -296,7 +305,8 @@ def main():
     parser.add_argument("--tasks", default="cnn16")
     parser.add_argument("--diagnostic", action="store_true")
     parser.add_argument("--arms", default="plain,outer",
-                        help="comma-separated: plain, outer, outer-fullN")
+                        help="comma-separated: plain, outer, keras-check, "
+                        "wrapped, outer-off, outer-fullN")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     if args.child:
