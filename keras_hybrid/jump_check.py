@@ -272,12 +272,17 @@ class JumpCheck:
         applied = bool(to_host(
             [self.weights.restore_if_finite(outcome.targets(scale))]
         )[0])
-        self.stats.jumps.append(
-            {"step": step, "base_loss": None, "tried": [],
-             "accepted_scale": scale if applied else None}
-        )
+        self._record(step, None, [], scale if applied else None)
         self.stats.add_overhead("predict", time.perf_counter() - start)
         return applied
+
+    def _record(self, step, base_loss, tried, accepted_scale):
+        """Appends a jump to `stats.jumps` (`accepted_scale`: `None` if it
+        was rejected)."""
+        self.stats.jumps.append(
+            {"step": step, "base_loss": base_loss, "tried": tried,
+             "accepted_scale": accepted_scale}
+        )
 
     def _conclude(self, batches, base_loss, tried, accepted, step):
         """Records a jump in `stats.jumps`, then applies it or rejects it.
@@ -293,10 +298,8 @@ class JumpCheck:
             step: the training step.
         """
         self.batches = []
-        self.stats.jumps.append(
-            {"step": step, "base_loss": base_loss, "tried": tried,
-             "accepted_scale": accepted[0] if accepted else None}
-        )
+        self._record(step, base_loss, tried,
+                     accepted[0] if accepted else None)
         if accepted:
             self.weights.restore(accepted[1])
             if self.config.train_check_batches:

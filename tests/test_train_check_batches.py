@@ -35,48 +35,44 @@ def _data():
 
 def _fit(monkeypatch, **config):
     """Two epochs (40 steps) of a hybrid fit that jumps early and often,
-    recording every jump check (`JumpCheck.search`: its batches, the
-    jump's first target, whether it was accepted and the weights then) and
-    every training step on a stored batch (the compiled `train_batch`:
-    the batch, the phase and the weights it trained from)."""
+    recording every jump (`JumpCheck.search` for a checked one, with its
+    batches; `JumpCheck.jump_now` for an unchecked one: the jump's first
+    target, whether it was accepted and the weights then) and every
+    training step on a stored batch (the compiled `train_batch`: the
+    batch, the phase and the weights it trained from) or on an immediate
+    jump's batches (the FULL step's `"retrain"` calls)."""
     searches, trainings = [], []
     x, y = _data()
     model = compile_model(kh.HybridModel.wrap(build_mlp(0)),
                           learning_rate=1e-3)
-    search = JumpCheck.search
+    search, jump_now = JumpCheck.search, JumpCheck.jump_now
 
-    def spy_search(check, functions, step):
-        checked = list(check.batches)
+    def first_target(check, outcome):
         scale = check.config.predictor.jump_scales[0]
-        target = [keras.ops.convert_to_numpy(t)
-                  for t in check.outcome.targets(scale)]
-        search(check, functions, step)
-        accepted = check.abort is None
+        return [keras.ops.convert_to_numpy(t) for t in outcome.targets(scale)]
+
+    def record(check, batches, accepted, target):
         searches.append({
-            "batches": checked, "accepted": accepted, "target": target,
+            "batches": batches, "accepted": accepted, "target": target,
             "after": [keras.ops.convert_to_numpy(v)
                       for v in check.weights.variables],
             "weights": (_synced_weights(callback.runner, model)
                         if accepted else None),
         })
 
-    monkeypatch.setattr(JumpCheck, "search", spy_search)
-    jump_now = JumpCheck.jump_now
+    def spy_search(check, functions, step):
+        checked = list(check.batches)
+        target = first_target(check, check.outcome)
+        search(check, functions, step)
+        record(check, checked, check.abort is None, target)
 
     def spy_jump_now(check, outcome, step):
-        scale = check.config.predictor.jump_scales[0]
-        target = [keras.ops.convert_to_numpy(t)
-                  for t in outcome.targets(scale)]
+        target = first_target(check, outcome)
         applied = jump_now(check, outcome, step)
-        searches.append({
-            "batches": None, "accepted": applied, "target": target,
-            "after": [keras.ops.convert_to_numpy(v)
-                      for v in check.weights.variables],
-            "weights": (_synced_weights(callback.runner, model)
-                        if applied else None),
-        })
+        record(check, None, applied, target)
         return applied
 
+    monkeypatch.setattr(JumpCheck, "search", spy_search)
     monkeypatch.setattr(JumpCheck, "jump_now", spy_jump_now)
     full = StepCalls.full
 

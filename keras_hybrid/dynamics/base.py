@@ -1,5 +1,25 @@
 """The interface every dynamics model implements."""
 
+class _LazyField:
+    """A field that may be set to a callable with no argument: it is called
+    (once) when the field is first read, and its result, as a list, kept."""
+
+    def __set_name__(self, owner, name):
+        self.slot = "_" + name
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        value = getattr(instance, self.slot)
+        if callable(value):
+            value = list(value())
+            setattr(instance, self.slot, value)
+        return value
+
+    def __set__(self, instance, value):
+        setattr(instance, self.slot, value)
+
+
 class PhaseOutcome:
     """What a predictor expects of a PREDICT phase.
 
@@ -8,11 +28,6 @@ class PhaseOutcome:
             `scale * phase_length` steps.
         per_step_delta: list of tensors: the weight change of one step.
         start: list of tensors: the (denoised) weights to start from.
-
-    `per_step_delta` and `start` may be given as callables with no argument
-    that return them: each is then called when first read (a shadow
-    prediction, scored by its per-step change only, never computes its
-    start; an unchecked jump reads neither).
         predicted_loss: expected training loss at the end of the phase.
         loss_bounds: `(low, high)` for `predicted_loss`.
         judge_from_start: the forward check compares a jump with the loss
@@ -21,7 +36,15 @@ class PhaseOutcome:
         required_gain: the relative decrease of the checked loss (a
             fraction of the current weights' loss) a jump must deliver to
             be accepted; 0 accepts any decrease.
+
+    `per_step_delta` and `start` may be given as callables with no argument
+    that return them: each is then called when first read (a shadow
+    prediction, scored by its per-step change only, never computes its
+    start; an unchecked jump reads neither).
     """
+
+    per_step_delta = _LazyField()
+    start = _LazyField()
 
     _FIELDS = ("targets", "per_step_delta", "start", "predicted_loss",
                "loss_bounds", "judge_from_start", "required_gain")
@@ -29,32 +52,12 @@ class PhaseOutcome:
     def __init__(self, targets, per_step_delta, start, predicted_loss,
                  loss_bounds, judge_from_start=False, required_gain=0.0):
         self.targets = targets
-        self._per_step_delta = per_step_delta
-        self._start = start
+        self.per_step_delta = per_step_delta
+        self.start = start
         self.predicted_loss = predicted_loss
         self.loss_bounds = loss_bounds
         self.judge_from_start = judge_from_start
         self.required_gain = required_gain
-
-    @property
-    def per_step_delta(self):
-        if callable(self._per_step_delta):
-            self._per_step_delta = list(self._per_step_delta())
-        return self._per_step_delta
-
-    @per_step_delta.setter
-    def per_step_delta(self, value):
-        self._per_step_delta = value
-
-    @property
-    def start(self):
-        if callable(self._start):
-            self._start = list(self._start())
-        return self._start
-
-    @start.setter
-    def start(self, value):
-        self._start = value
 
     def replace(self, **changes):
         """A copy with `changes` (field name -> value)."""
@@ -64,11 +67,13 @@ class PhaseOutcome:
                 f"Unknown PhaseOutcome fields: {unknown}. Received: "
                 f"changes={sorted(changes)}"
             )
-        lazy = ("per_step_delta", "start")
-        values = {name: getattr(self, name) for name in self._FIELDS
-                  if name not in lazy}
-        for name in lazy:  # still callables if not read yet
-            values[name] = getattr(self, "_" + name)
+        values = {}
+        for name in self._FIELDS:
+            field = getattr(type(self), name, None)
+            # A lazy field is copied as it is: still a callable if unread.
+            values[name] = (getattr(self, field.slot)
+                            if isinstance(field, _LazyField)
+                            else getattr(self, name))
         values.update(changes)
         return PhaseOutcome(**values)
 
