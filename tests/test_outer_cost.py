@@ -163,6 +163,51 @@ def test_concrete_calls_run_the_trace_of_the_arguments_shapes():
 
 @pytest.mark.skipif(not backend_is("tensorflow"),
                     reason="ConcreteCalls serves TensorFlow's functions")
+def test_concrete_calls_run_without_grappler_and_restore_the_options(
+        monkeypatch):
+    """A `ConcreteCalls` call runs with the thread's function options set
+    to Grappler off; outside, and after an error inside, they are the ones
+    the user had."""
+    import contextlib
+
+    import tensorflow as tf
+    from tensorflow.core.protobuf import config_pb2
+    from tensorflow.python.eager import context
+
+    def disabled():
+        config = config_pb2.ConfigProto()
+        config.ParseFromString(
+            context.context().function_call_options.config_proto_serialized)
+        return config.graph_options.rewrite_options.disable_meta_optimizer
+
+    seen = []
+    real = backends._unoptimized
+
+    @contextlib.contextmanager
+    def spy():
+        with real():
+            seen.append(disabled())
+            yield
+
+    monkeypatch.setattr(backends, "_unoptimized", spy)
+    before = context.context().function_call_options
+    calls = backends.ConcreteCalls(tf.function(lambda value: value + 1.0,
+                                               autograph=False))
+    assert float(calls(tf.constant(1.0))) == 2.0
+    assert float(calls(tf.constant(2.0))) == 3.0
+    assert seen == [True, True]
+    assert not disabled()
+    assert context.context().function_call_options is before
+    with pytest.raises(RuntimeError, match="inside"):
+        with real():
+            assert disabled()
+            raise RuntimeError("inside")
+    assert context.context().function_call_options is before
+    assert not disabled()
+
+
+@pytest.mark.skipif(not backend_is("tensorflow"),
+                    reason="ConcreteCalls serves TensorFlow's functions")
 def test_a_compiled_update_reads_and_writes_its_variables(monkeypatch):
     """Through `ConcreteCalls`, a compiled update still reads the
     variables' current values and assigns its results on every call."""
