@@ -324,9 +324,11 @@ class Freezer:
         per_step = _replace(outcome.per_step_delta, {
             i: keras.ops.zeros_like(held[i]) for i in frozen
         })
+        # `apply` would move the frozen weights too: the jump check
+        # assigns the held targets instead.
         return outcome.replace(
             targets=held_targets, per_step_delta=per_step,
-            start=_replace(outcome.start, held),
+            start=_replace(outcome.start, held), apply=None,
         )
 
     def work(self, backward_passes):

@@ -269,9 +269,11 @@ class JumpCheck:
         start = time.perf_counter()
         self.sync()
         scale = self.config.predictor.jump_scales[0]
-        applied = bool(to_host(
-            [self.weights.restore_if_finite(outcome.targets(scale))]
-        )[0])
+        if outcome.apply is not None:
+            flag = outcome.apply(scale)
+        else:
+            flag = self.weights.restore_if_finite(outcome.targets(scale))
+        applied = bool(to_host([flag])[0])
         self._record(step, None, [], scale if applied else None)
         self.stats.add_overhead("predict", time.perf_counter() - start)
         return applied

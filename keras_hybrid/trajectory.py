@@ -36,6 +36,7 @@ class VariableSnapshots:
         self._restore = compile_update(_assign_copies, self.variables)
         self._restore_if_finite = compile_update(_assign_if_finite,
                                                  self.variables)
+        self._add_if_finite = compile_update(_add_if_finite, self.variables)
 
     def take(self):
         """Returns copies of the variables' current values."""
@@ -50,6 +51,21 @@ class VariableSnapshots:
         finite, else leaves the variables as they are; returns whether it
         assigned them, as a device scalar (one compiled call)."""
         return self._restore_if_finite(list(values))
+
+    def add_if_finite(self, direction, coefficients):
+        """Moves every variable `i` by `coefficients[i] * direction[i]` if
+        every entry of the result is finite, else leaves them as they are;
+        returns whether it moved them, as a device scalar (one compiled
+        call, no copy of the weights).
+
+        Args:
+            direction: one tensor per variable.
+            coefficients: one number per variable.
+        """
+        return self._add_if_finite(
+            list(direction),
+            ops.convert_to_tensor(np.asarray(coefficients, "float32")),
+        )
 
 
 def _take_copies(values):
@@ -68,6 +84,15 @@ def _assign_if_finite(values, new_values):
     # `where` makes new arrays (JAX: nothing the next step donates is kept).
     selected = [ops.where(finite, n, v) for n, v in zip(new_values, values)]
     return selected, finite
+
+
+def _add_if_finite(values, direction, coefficients):
+    # The expression of `long_window.combine`: the same values.
+    moved = [
+        ops.add(v, ops.multiply(ops.cast(coefficients[i], d.dtype), d))
+        for i, (v, d) in enumerate(zip(values, direction))
+    ]
+    return _assign_if_finite(values, moved)
 
 
 def _cosine_parts(a, b):

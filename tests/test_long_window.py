@@ -192,6 +192,39 @@ def test_nesterov_momentum_extrapolates_a_linear_drift():
     assert _rel(moved, [4 * 30 * v for v in velocity]) < 0.05
 
 
+def test_nesterov_applies_an_unchecked_jump_in_place(monkeypatch):
+    """`PhaseOutcome.apply` moves the weights to `targets(scale)` exactly,
+    without copying them first, and moves nothing where the target is not
+    finite; `holt`, whose jump starts elsewhere, offers none."""
+    weight_at, _ = _linear(_velocity(), noise=0.01)
+    trajectory = SyntheticTrajectory()
+    nesterov = NesterovPredictor(_config("nesterov"), trajectory)
+    _run(nesterov, trajectory, weight_at, phases=6)
+    before = _arrays(trajectory.variables)
+    expected = _arrays(
+        nesterov.predict_phase_outcome(TrainingState(), 30).targets(1.0))
+    takes = []
+    take = trajectory.snapshots.take
+    monkeypatch.setattr(trajectory.snapshots, "take",
+                        lambda: takes.append(1) or take())
+    outcome = nesterov.predict_phase_outcome(TrainingState(), 30)
+    assert bool(keras.ops.convert_to_numpy(outcome.apply(1.0)))
+    assert takes == []
+    for a, b in zip(_arrays(trajectory.variables), expected):
+        np.testing.assert_array_equal(a, b)
+    assert not np.allclose(before[0], expected[0])
+    # A non-finite direction: nothing moves.
+    nesterov.momentum_buffer = [
+        keras.ops.full_like(b, np.nan) for b in nesterov.momentum_buffer]
+    outcome = nesterov.predict_phase_outcome(TrainingState(), 30)
+    assert not bool(keras.ops.convert_to_numpy(outcome.apply(1.0)))
+    for a, b in zip(_arrays(trajectory.variables), expected):
+        np.testing.assert_array_equal(a, b)
+    holt = HoltPredictor(_config("holt"), trajectory)
+    _run(holt, trajectory, weight_at, phases=6)
+    assert holt.predict_phase_outcome(TrainingState(), 30).apply is None
+
+
 def test_nesterov_gate_closes_for_a_random_walk():
     trajectory = SyntheticTrajectory()
     nesterov = NesterovPredictor(_config("nesterov"), trajectory)

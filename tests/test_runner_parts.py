@@ -49,10 +49,17 @@ def _jump_check(**config):
 
 
 class _Outcome:
-    """A jump `scale` times `step` away from `start`."""
+    """A jump `scale` times `step` away from `start`; with `in_place` (the
+    `VariableSnapshots` of the weights at `start`), applied by moving them
+    (`PhaseOutcome.apply`)."""
 
-    def __init__(self, start, step):
+    def __init__(self, start, step, in_place=None):
         self.start, self.step = start, step
+        self.apply = None
+        if in_place is not None:
+            self.apply = lambda scale: in_place.add_if_finite(
+                [keras.ops.convert_to_tensor(d) for d in step],
+                [scale] * len(step))
 
     def targets(self, scale):
         return [keras.ops.convert_to_tensor(s + scale * d)
@@ -96,8 +103,10 @@ def test_jumps_have_no_loss_limit_and_collect_their_check_batches():
     assert not check.holds_batches
 
 
+@pytest.mark.parametrize("in_place", [False, True])
 @pytest.mark.parametrize("finite", [True, False])
-def test_unchecked_jump_applies_its_first_scale_at_once_if_finite(finite):
+def test_unchecked_jump_applies_its_first_scale_at_once_if_finite(
+        finite, in_place):
     check, stats, variables = _jump_check(
         check_jumps=False, train_check_batches=True, min_predict_steps=3,
         max_predict_steps=3, validation_samples=2,
@@ -111,7 +120,7 @@ def test_unchecked_jump_applies_its_first_scale_at_once_if_finite(finite):
     start = _numpy(variables)
     step = [np.ones(2, "float32"),
             np.full(1, 1.0 if finite else np.nan, "float32")]
-    outcome = _Outcome(start, step)
+    outcome = _Outcome(start, step, check.weights if in_place else None)
     assert check.jump_now(outcome, step=7) is finite
     check.begin(outcome, RunningMoments())
     assert stats.jumps == [{"step": 7, "base_loss": None, "tried": [],

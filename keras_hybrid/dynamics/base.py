@@ -36,6 +36,11 @@ class PhaseOutcome:
         required_gain: the relative decrease of the checked loss (a
             fraction of the current weights' loss) a jump must deliver to
             be accepted; 0 accepts any decrease.
+        apply: optional callable `scale -> device bool`: puts
+            `targets(scale)` in the variables where they are now, if every
+            entry is finite, and says whether it did, without copying the
+            weights (an unchecked jump from the current weights); `None`:
+            the jump check assigns `targets(scale)`.
 
     `per_step_delta` and `start` may be given as callables with no argument
     that return them: each is then called when first read (a shadow
@@ -47,10 +52,11 @@ class PhaseOutcome:
     start = _LazyField()
 
     _FIELDS = ("targets", "per_step_delta", "start", "predicted_loss",
-               "loss_bounds", "judge_from_start", "required_gain")
+               "loss_bounds", "judge_from_start", "required_gain", "apply")
 
     def __init__(self, targets, per_step_delta, start, predicted_loss,
-                 loss_bounds, judge_from_start=False, required_gain=0.0):
+                 loss_bounds, judge_from_start=False, required_gain=0.0,
+                 apply=None):
         self.targets = targets
         self.per_step_delta = per_step_delta
         self.start = start
@@ -58,6 +64,7 @@ class PhaseOutcome:
         self.loss_bounds = loss_bounds
         self.judge_from_start = judge_from_start
         self.required_gain = required_gain
+        self.apply = apply
 
     def replace(self, **changes):
         """A copy with `changes` (field name -> value)."""

@@ -101,6 +101,20 @@ def cosines_from_parts(parts):
     return per_tensor, overall
 
 
+class _Once:
+    """Calls `function` (no argument) at its first call and returns its
+    result, as a list, from then on."""
+
+    def __init__(self, function):
+        self.function = function
+        self.value = None
+
+    def __call__(self):
+        if self.value is None:
+            self.value = list(self.function())
+        return self.value
+
+
 def horizon_units(rates_ahead, scale):
     """Learning-rate time of the first `scale * len(rates_ahead)` steps
     ahead (linear between whole steps)."""
@@ -117,7 +131,9 @@ class LongWindowPredictor(DriftPredictor):
     long-window state from the FULL phase that just ended: `n` steps ending
     at optimizer step `end_step`, with learning rates `rates`) and
     `_jump_parts()`, which returns `(base, direction, coefficients)`: the
-    jump over learning-rate time `U` is `base + U * coefficients * direction`.
+    jump over learning-rate time `U` is `base + U * coefficients * direction`
+    (`base=None`: from the current weights, which an unchecked jump then
+    moves in place, `PhaseOutcome.apply`).
 
     Args:
         config: the `HybridConfig`.
@@ -197,10 +213,24 @@ class LongWindowPredictor(DriftPredictor):
         ahead = self._rates(self._step(), int(np.ceil(reach * length)))
         base, direction, coefficients = self._jump_parts()
         coefficients = np.asarray(coefficients, "float64")
+        apply = None
+        if base is None:
+            # From the current weights: copied only where the start or a
+            # target is read (a checked jump reads its start at once).
+            base = _Once(self.trajectory.snapshots.take)
+            snapshots = self.trajectory.snapshots
+
+            def apply(scale):
+                return snapshots.add_if_finite(direction,
+                                               coefficients * units(scale))
+        else:
+            base = _Once(lambda base=base: base)
+
+        def units(scale):
+            return horizon_units(ahead, scale * length / len(ahead))
 
         def targets(scale):
-            units = horizon_units(ahead, scale * length / len(ahead))
-            return combine(base, direction, coefficients * units)
+            return combine(base(), direction, coefficients * units(scale))
 
         def per_step():
             return scaled(direction, coefficients * float(ahead[0]))
@@ -208,11 +238,12 @@ class LongWindowPredictor(DriftPredictor):
         return PhaseOutcome(
             targets=targets,
             per_step_delta=per_step,
-            start=list(base),
+            start=base,
             predicted_loss=loss,
             loss_bounds=bounds,
             judge_from_start=self.judge_from_start,
             required_gain=self._required_gain(state, ahead[:length]),
+            apply=apply,
         )
 
     def _required_gain(self, state, rates_ahead):

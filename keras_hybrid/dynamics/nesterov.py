@@ -92,13 +92,13 @@ class NesterovPredictor(long_window.LongWindowPredictor):
 
     def _jump_parts(self):
         p = self.config.predictor
-        base = self.trajectory.snapshots.take()
-        size = len(base)
+        size = len(self.trajectory.variables)
         coefficient = float(p.outer_learning_rate) * float(p.momentum)
         coefficients = np.full((size,), coefficient)
         if p.shrinkage == "tensor" and self.shrinkage is not None:
             coefficients = coefficients * self.shrinkage
-        return base, self.momentum_buffer, coefficients
+        # From the current weights.
+        return None, self.momentum_buffer, coefficients
 
     def note_interruption(self):
         pass
