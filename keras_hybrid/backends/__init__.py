@@ -205,8 +205,9 @@ class LazilyCompiled:
     likely to pay (TensorFlow).
 
     Such a function runs once or twice per FULL phase. Its first compiled
-    call traces it: 25-100 ms of CPU time for a small model's, and far more
-    wall-clock on a loaded machine, while an eager call costs from about
+    call traces and instantiates it: 10-90 ms of CPU time for a small
+    model's (without Grappler, `ConcreteCalls`), and far more wall-clock on
+    a loaded machine, while an eager call costs from about
     what a compiled one does (a copy of the weights) to ten times as much
     (the phase's averages and drift: one op per variable). Like renting
     skis until the rent would have bought a pair, it runs eagerly until its

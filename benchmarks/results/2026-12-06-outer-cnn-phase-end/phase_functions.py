@@ -1,0 +1,124 @@
+"""What `outer`'s compiled phase-boundary functions cost in one `fit()` on
+`cnn16` (TensorFlow): per function, its eager calls before it compiles,
+the call that compiles it (trace, instantiation and first run) and its
+compiled calls.
+
+Each arm runs in a fresh process, alternated over the repetitions:
+
+- `unoptimized`: the package as it is (the functions' graphs are not
+  rewritten by Grappler);
+- `grappler`: the same with Grappler's rewrites back on for them
+  (`backends._unoptimized` replaced by a context that changes nothing).
+
+Usage: python phase_functions.py [--repetitions 3] [--out results.json]
+"""
+
+import argparse
+import collections
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RUN = os.path.join(HERE, "..", "2026-12-04-outer-cnn-cost")
+
+
+def child(arm):
+    sys.path.insert(0, RUN)
+    import keras
+
+    import keras_hybrid as kh
+    from keras_hybrid import backends
+    import run
+
+    if arm == "grappler":
+        backends._unoptimized = contextlib.nullcontext
+    times = collections.defaultdict(
+        lambda: {"eager": [], "compile": [], "compiled": []})
+    call = backends.LazilyCompiled.__call__
+
+    def timed_call(self, *args):
+        if self.compiled is not None:
+            kind = "compiled"
+        elif (self.calls >= self.min_calls
+              and self.seconds >= self.min_seconds):
+            kind = "compile"
+        else:
+            kind = "eager"
+        start = time.perf_counter()
+        try:
+            return call(self, *args)
+        finally:
+            times[self.name][kind].append(time.perf_counter() - start)
+
+    backends.LazilyCompiled.__call__ = timed_call
+    (x, y), (xv, yv) = run._synthetic_images(1)
+    keras.utils.set_random_seed(1)
+    model = kh.HybridModel.wrap(run._small_cnn(None))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(
+                      from_logits=True))
+    start = time.perf_counter()
+    model.fit(x, y, batch_size=32, epochs=15, validation_data=(xv, yv),
+              callbacks=[kh.HybridPredictCallback("outer", verbose=0)],
+              verbose=0)
+    wall = time.perf_counter() - start
+    print("RESULT " + json.dumps({"arm": arm, "wall_s": wall,
+                                  "functions": times}))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--child")
+    parser.add_argument("--repetitions", type=int, default=3)
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    if args.child:
+        child(args.child)
+        return
+    arms = ["unoptimized", "grappler"]
+    runs = []
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
+               KERAS_BACKEND="tensorflow")
+    for r in range(args.repetitions):
+        for arm in arms if r % 2 == 0 else arms[::-1]:
+            out = subprocess.run([sys.executable, __file__, "--child", arm],
+                                 capture_output=True, text=True, env=env)
+            line = [s for s in out.stdout.splitlines()
+                    if s.startswith("RESULT ")]
+            if not line:
+                raise RuntimeError(out.stderr[-3000:])
+            runs.append(json.loads(line[0][len("RESULT "):]))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(runs, f, indent=1)
+    for arm in arms:
+        mine = [run for run in runs if run["arm"] == arm]
+        names = sorted({n for run in mine for n in run["functions"]})
+        print(f"{arm} ({len(mine)} runs; medians over the runs, ms):")
+        for name in names:
+            row = collections.defaultdict(list)
+            for run in mine:
+                f = run["functions"].get(name, {})
+                for kind in ("eager", "compile", "compiled"):
+                    row[kind].append(1e3 * sum(f.get(kind, [])))
+                row["calls"].append(len(f.get("compiled", [])))
+            print(f"  {name:24s} eager {statistics.median(row['eager']):6.1f}"
+                  f"  compile {statistics.median(row['compile']):6.1f}"
+                  f"  compiled {statistics.median(row['compiled']):6.1f}"
+                  f" ({statistics.median(row['calls']):.0f} calls)")
+        per_run = [
+            {k: 1e3 * sum(sum(f.get(k, [])) for f in run["functions"].values())
+             for k in ("eager", "compile", "compiled")} for run in mine]
+        print("  all, per run: " + ", ".join(
+            f"{k} {statistics.median(p[k] for p in per_run):.0f}"
+            for k in ("eager", "compile", "compiled"))
+            + f"; fit() {statistics.median(r['wall_s'] for r in mine):.2f} s")
+
+
+if __name__ == "__main__":
+    main()
