@@ -1,0 +1,185 @@
+"""How cheap could `outer` be with its phase end inside the compiled step?
+
+A feasibility measurement, not the package's code: `cnn16` (as in
+`../2026-12-04-outer-cnn-cost/run.py`) trained by a Keras model whose
+`train_step` (TensorFlow) runs Keras' own step and then, in the same graph,
+`outer`'s arithmetic for a constant learning rate: the running sums of a
+30-step FULL phase, its two half averages, the drift, the outer momentum
+buffer (`mu = 0.5`), and at the phase end a jump of `eta * mu * buffer`
+over 20 steps of learning-rate time (`eta = 2`, a 2-step phase at jump
+scale 10), applied only if finite; the 4 steps after a jump (its 2 trained
+batches and 2 CORRECT steps) are not collected. No monitor, no rollback
+point, no report, no warmup or schedule gates: the floor of what an
+in-graph `outer` step would cost, next to plain `fit()` and the package's
+`outer`, each `fit()` in a fresh process, alternated.
+
+Usage: python in_graph.py [--repetitions 5] [--out in_graph.json]
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RUN = os.path.join(HERE, "..", "2026-12-04-outer-cnn-cost")
+FULL, SKIP, MU, ETA, UNITS = 30, 4, 0.5, 2.0, 20.0
+
+
+def _in_graph_model(inner, learning_rate):
+    import keras
+    import tensorflow as tf
+
+    class InGraphOuter(keras.Model):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def call(self, x, training=False):
+            return self.inner(x, training=training)
+
+        def build_outer(self):
+            self.k = tf.Variable(0, dtype=tf.int32, trainable=False)
+            zeros = [tf.zeros_like(v) for v in self.trainable_variables]
+            self.sums = [tf.Variable(z, trainable=False) for z in zeros]
+            self.first = [tf.Variable(z, trainable=False) for z in zeros]
+            self.buffer = [tf.Variable(z, trainable=False) for z in zeros]
+            self.started = tf.Variable(False, trainable=False)
+            self.jumps = tf.Variable(0, dtype=tf.int32, trainable=False)
+
+        def train_step(self, data):
+            logs = super().train_step(data)
+            weights = [v.value for v in self.trainable_variables]
+            k = self.k.assign_add(1)
+
+            def add():
+                for s, w in zip(self.sums, weights):
+                    s.assign_add(w)
+                return tf.constant(0)
+
+            tf.cond(k > 0, add, lambda: tf.constant(0))
+
+            def close_half():
+                for f, s in zip(self.first, self.sums):
+                    f.assign(s / (FULL // 2))
+                    s.assign(tf.zeros_like(s))
+                return tf.constant(0)
+
+            def end_phase():
+                drift = [(s / (FULL - FULL // 2) - f) / (FULL / 2.0)
+                         for s, f in zip(self.sums, self.first)]
+                per_rate = [d / learning_rate for d in drift]
+                new = [tf.where(self.started, MU * b + s, s)
+                       for b, s in zip(self.buffer, per_rate)]
+                for b, n in zip(self.buffer, new):
+                    b.assign(n)
+                moved = [w + ETA * MU * learning_rate * UNITS * n
+                         for w, n in zip(weights, new)]
+                finite = tf.reduce_all(
+                    [tf.reduce_all(tf.math.is_finite(m)) for m in moved])
+                jump = tf.logical_and(finite, self.started)
+                for v, m, w in zip(self.trainable_variables, moved, weights):
+                    v.assign(tf.where(jump, m, w))
+                self.jumps.assign_add(tf.cast(jump, tf.int32))
+                self.started.assign(True)
+                for s in self.sums:
+                    s.assign(tf.zeros_like(s))
+                self.k.assign(-SKIP)
+                return tf.constant(0)
+
+            tf.cond(tf.equal(k, FULL // 2), close_half,
+                    lambda: tf.constant(0))
+            tf.cond(tf.equal(k, FULL), end_phase, lambda: tf.constant(0))
+            return logs
+
+    return InGraphOuter(inner)
+
+
+def child(arm):
+    sys.path.insert(0, RUN)
+    import keras
+
+    import keras_hybrid as kh
+    import run
+
+    (x, y), (xv, yv) = run._synthetic_images(1)
+    keras.utils.set_random_seed(1)
+    model = run._small_cnn(None)
+    callbacks = []
+    if arm == "in-graph":
+        model = _in_graph_model(model, 1e-3)
+        model.build_outer()
+    elif arm == "outer":
+        model = kh.HybridModel.wrap(model)
+        callbacks = [kh.HybridPredictCallback("outer", verbose=0)]
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(
+                      from_logits=True))
+    cpu = os.times()
+    start = time.perf_counter()
+    history = model.fit(x, y, batch_size=32, epochs=15,
+                        validation_data=(xv, yv), callbacks=callbacks,
+                        verbose=0)
+    wall = time.perf_counter() - start
+    after = os.times()
+    result = {"arm": arm, "wall_s": wall,
+              "cpu_s": after.user - cpu.user + after.system - cpu.system,
+              "final_val_loss": float(history.history["val_loss"][-1])}
+    if arm == "in-graph":
+        result["jumps"] = int(model.jumps.numpy())
+    print("RESULT " + json.dumps(result))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--child")
+    parser.add_argument("--repetitions", type=int, default=5)
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    if args.child:
+        child(args.child)
+        return
+    arms = ["plain", "in-graph", "outer"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
+               KERAS_BACKEND="tensorflow")
+    runs = []
+    for r in range(args.repetitions):
+        for arm in arms if r % 2 == 0 else arms[::-1]:
+            out = subprocess.run([sys.executable, __file__, "--child", arm],
+                                 capture_output=True, text=True, env=env)
+            line = [s for s in out.stdout.splitlines()
+                    if s.startswith("RESULT ")]
+            if not line:
+                raise RuntimeError(out.stderr[-3000:])
+            result = json.loads(line[0][len("RESULT "):])
+            result["repetition"] = r
+            runs.append(result)
+            print(f"rep {r + 1} {arm}: {result['wall_s']:.2f} s wall, "
+                  f"{result['cpu_s']:.2f} s CPU, val loss "
+                  f"{result['final_val_loss']:.4f}"
+                  + (f", {result['jumps']} jumps" if "jumps" in result
+                     else ""), flush=True)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(runs, f, indent=1)
+
+    def of(arm, r, key):
+        return next(x[key] for x in runs
+                    if x["arm"] == arm and x["repetition"] == r)
+
+    for arm in arms[1:]:
+        for key in ("wall_s", "cpu_s"):
+            ratios = [of(arm, r, key) / of("plain", r, key)
+                      for r in range(args.repetitions)]
+            print(f"{arm} / plain, {key[:-2]}: median "
+                  f"{statistics.median(ratios):.3f} "
+                  f"[{min(ratios):.3f}-{max(ratios):.3f}]")
+        losses = [x["final_val_loss"] for x in runs if x["arm"] == arm]
+        print(f"{arm} final val loss: {statistics.median(losses):.4f}")
+
+
+if __name__ == "__main__":
+    main()
