@@ -16,17 +16,18 @@ in-graph `outer` step would cost, next to plain `fit()` and the package's
 Usage: python in_graph.py [--repetitions 5] [--out in_graph.json]
 """
 
-import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
+
+import alternate
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RUN = os.path.join(HERE, "..", "2026-12-04-outer-cnn-cost")
 FULL, SKIP, MU, ETA, UNITS = 30, 4, 0.5, 2.0, 20.0
+ARMS = ["plain", "in-graph", "outer"]
 
 
 def _in_graph_model(inner, learning_rate):
@@ -133,38 +134,8 @@ def child(arm):
     print("RESULT " + json.dumps(result))
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--child")
-    parser.add_argument("--repetitions", type=int, default=5)
-    parser.add_argument("--out")
-    args = parser.parse_args()
-    if args.child:
-        child(args.child)
-        return
-    arms = ["plain", "in-graph", "outer"]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
-               KERAS_BACKEND="tensorflow")
-    runs = []
-    for r in range(args.repetitions):
-        for arm in arms if r % 2 == 0 else arms[::-1]:
-            out = subprocess.run([sys.executable, __file__, "--child", arm],
-                                 capture_output=True, text=True, env=env)
-            line = [s for s in out.stdout.splitlines()
-                    if s.startswith("RESULT ")]
-            if not line:
-                raise RuntimeError(out.stderr[-3000:])
-            result = json.loads(line[0][len("RESULT "):])
-            result["repetition"] = r
-            runs.append(result)
-            print(f"rep {r + 1} {arm}: {result['wall_s']:.2f} s wall, "
-                  f"{result['cpu_s']:.2f} s CPU, val loss "
-                  f"{result['final_val_loss']:.4f}"
-                  + (f", {result['jumps']} jumps" if "jumps" in result
-                     else ""), flush=True)
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(runs, f, indent=1)
+def report(runs, repetitions):
+    arms = ARMS
 
     def of(arm, r, key):
         return next(x[key] for x in runs
@@ -173,7 +144,7 @@ def main():
     for arm in arms[1:]:
         for key in ("wall_s", "cpu_s"):
             ratios = [of(arm, r, key) / of("plain", r, key)
-                      for r in range(args.repetitions)]
+                      for r in range(repetitions)]
             print(f"{arm} / plain, {key[:-2]}: median "
                   f"{statistics.median(ratios):.3f} "
                   f"[{min(ratios):.3f}-{max(ratios):.3f}]")
@@ -182,4 +153,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    alternate.main(__file__, child, ARMS, 5, report)

@@ -13,17 +13,18 @@ Each arm runs in a fresh process, alternated over the repetitions:
 Usage: python phase_functions.py [--repetitions 3] [--out results.json]
 """
 
-import argparse
 import collections
 import contextlib
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
+import alternate
+
 HERE = os.path.dirname(os.path.abspath(__file__))
+ARMS = ["unoptimized", "grappler"]
 RUN = os.path.join(HERE, "..", "2026-12-04-outer-cnn-cost")
 
 
@@ -71,31 +72,9 @@ def child(arm):
                                   "functions": times}))
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--child")
-    parser.add_argument("--repetitions", type=int, default=3)
-    parser.add_argument("--out")
-    args = parser.parse_args()
-    if args.child:
-        child(args.child)
-        return
-    arms = ["unoptimized", "grappler"]
-    runs = []
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
-               KERAS_BACKEND="tensorflow")
-    for r in range(args.repetitions):
-        for arm in arms if r % 2 == 0 else arms[::-1]:
-            out = subprocess.run([sys.executable, __file__, "--child", arm],
-                                 capture_output=True, text=True, env=env)
-            line = [s for s in out.stdout.splitlines()
-                    if s.startswith("RESULT ")]
-            if not line:
-                raise RuntimeError(out.stderr[-3000:])
-            runs.append(json.loads(line[0][len("RESULT "):]))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(runs, f, indent=1)
+def report(runs, repetitions):
+    del repetitions
+    arms = ARMS
     for arm in arms:
         mine = [run for run in runs if run["arm"] == arm]
         names = sorted({n for run in mine for n in run["functions"]})
@@ -121,4 +100,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    alternate.main(__file__, child, ARMS, 3, report)
