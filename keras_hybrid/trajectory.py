@@ -86,13 +86,18 @@ def _assign_if_finite(values, new_values):
     return selected, finite
 
 
-def _add_if_finite(values, direction, coefficients):
-    # The expression of `long_window.combine`: the same values.
-    moved = [
-        ops.add(v, ops.multiply(ops.cast(coefficients[i], d.dtype), d))
-        for i, (v, d) in enumerate(zip(values, direction))
+def moved_along(base, direction, coefficients):
+    """`base[i] + coefficients[i] * direction[i]` for every tensor
+    (`coefficients`: a float32 vector)."""
+    return [
+        ops.add(b, ops.multiply(ops.cast(coefficients[i], d.dtype), d))
+        for i, (b, d) in enumerate(zip(base, direction))
     ]
-    return _assign_if_finite(values, moved)
+
+
+def _add_if_finite(values, direction, coefficients):
+    return _assign_if_finite(
+        values, moved_along(values, direction, coefficients))
 
 
 def _cosine_parts(a, b):

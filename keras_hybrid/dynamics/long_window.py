@@ -23,14 +23,8 @@ from keras_hybrid.backends import compile_function
 from keras_hybrid.dynamics import schedule as lr_schedule
 from keras_hybrid.dynamics.base import PhaseOutcome
 from keras_hybrid.dynamics.drift import DriftPredictor
+from keras_hybrid.trajectory import moved_along
 from keras_hybrid.trajectory import scalar_tensor
-
-
-def _combine_impl(base, direction, coefficients):
-    return [
-        ops.add(b, ops.multiply(ops.cast(coefficients[i], d.dtype), d))
-        for i, (b, d) in enumerate(zip(base, direction))
-    ]
 
 
 def _mix_impl(a, b, weight_a, weight_b):
@@ -56,7 +50,7 @@ def _dots_impl(a, b):
     ])
 
 
-_combine = compile_function(_combine_impl)
+_combine = compile_function(moved_along)
 _scale = compile_function(_scale_impl)
 _mix = compile_function(_mix_impl)
 _dots = compile_function(_dots_impl)
@@ -99,20 +93,6 @@ def cosines_from_parts(parts):
     total = np.sqrt(parts[:, 1].sum() * parts[:, 2].sum())
     overall = float(parts[:, 0].sum() / total) if total > 0 else 0.0
     return per_tensor, overall
-
-
-class _Once:
-    """Calls `function` (no argument) at its first call and returns its
-    result, as a list, from then on."""
-
-    def __init__(self, function):
-        self.function = function
-        self.value = None
-
-    def __call__(self):
-        if self.value is None:
-            self.value = list(self.function())
-        return self.value
 
 
 def horizon_units(rates_ahead, scale):
@@ -215,27 +195,29 @@ class LongWindowPredictor(DriftPredictor):
         coefficients = np.asarray(coefficients, "float64")
         apply = None
         if base is None:
-            # From the current weights: copied only where the start or a
-            # target is read (a checked jump reads its start at once).
-            base = _Once(self.trajectory.snapshots.take)
+            # From the current weights: copied (the outcome's lazy start)
+            # only where the start or a target is read; a checked jump
+            # reads its start at once.
+            base = self.trajectory.snapshots.take
             snapshots = self.trajectory.snapshots
 
             def apply(scale):
                 return snapshots.add_if_finite(direction,
                                                coefficients * units(scale))
         else:
-            base = _Once(lambda base=base: base)
+            base = list(base)
 
         def units(scale):
             return horizon_units(ahead, scale * length / len(ahead))
 
         def targets(scale):
-            return combine(base(), direction, coefficients * units(scale))
+            return combine(outcome.start, direction,
+                           coefficients * units(scale))
 
         def per_step():
             return scaled(direction, coefficients * float(ahead[0]))
 
-        return PhaseOutcome(
+        outcome = PhaseOutcome(
             targets=targets,
             per_step_delta=per_step,
             start=base,
@@ -245,6 +227,7 @@ class LongWindowPredictor(DriftPredictor):
             required_gain=self._required_gain(state, ahead[:length]),
             apply=apply,
         )
+        return outcome
 
     def _required_gain(self, state, rates_ahead):
         """`min_progress` times the relative loss decrease that training
