@@ -144,9 +144,14 @@ class HybridModel(keras.Model):
         if self._hybrid_runner is not None:
             self._hybrid_last_runner = self._hybrid_runner
             self._hybrid_runner = None
+            # The phase functions' compile decisions no longer know the
+            # run's length.
+            backends.LazilyCompiled.expect(None)
 
     def _attach_runner(self, runner):
         self._hybrid_runner = runner
+        if runner is not None:
+            backends.LazilyCompiled.expect(runner.phase_ends_ahead)
         if runner is not None and self._hybrid_pending_full:
             runner.force_full(self._hybrid_pending_full)
             self._hybrid_pending_full = 0

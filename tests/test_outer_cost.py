@@ -88,6 +88,58 @@ def test_lazily_compiled_waits_for_the_eager_time_too(monkeypatch):
     assert function.compiled is None and function.seconds > 0.0
 
 
+class _Clock:
+    """A fake `time.perf_counter` that an eager call advances by 10 ms."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def eager(self):
+        self.now += 0.01
+        return "eager"
+
+
+@pytest.mark.parametrize("ahead, eager_calls", [(0, 3), (7, 3), (8, 1),
+                                                (100, 1)])
+def test_lazily_compiled_compiles_early_when_the_calls_to_come_pay(
+        monkeypatch, ahead, eager_calls):
+    """With 10 ms eager calls and a 30 ms threshold it compiles after three
+    eager calls, or after the first where at least `trace_per_call` (8)
+    more calls can come in the run."""
+    clock = _Clock()
+    monkeypatch.setattr(backends.time, "perf_counter", clock)
+    monkeypatch.setattr(LazilyCompiled, "min_calls", 1)
+    monkeypatch.setattr(LazilyCompiled, "min_seconds", 0.03)
+    monkeypatch.setattr(LazilyCompiled, "calls_ahead",
+                        staticmethod(lambda: ahead))
+    function = LazilyCompiled(clock.eager, lambda: lambda: "compiled")
+    results = [function() for _ in range(6)]
+    assert results == ["eager"] * eager_calls + ["compiled"] * (
+        6 - eager_calls)
+
+
+def test_a_fit_tells_the_phase_functions_how_many_phases_are_left():
+    seen = []
+
+    class Read(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            seen.append(LazilyCompiled.calls_ahead())
+
+    x, y = _data()
+    model = compile_model(kh.HybridModel.wrap(build_mlp(0)),
+                          learning_rate=1e-3)
+    callback = kh.HybridPredictCallback({"full_steps": 10}, verbose=0)
+    # 24 steps an epoch, 48 in all: 4 phase ends of 10 steps at most.
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0,
+              callbacks=[callback, Read()])
+    assert seen[0] == 4 and seen[24] == 2 and seen[-1] == 0
+    assert sorted(seen, reverse=True) == seen
+    assert LazilyCompiled.calls_ahead() == 0  # nothing attached after it
+
+
 @pytest.mark.skipif(not backend_is("tensorflow"),
                     reason="only TensorFlow compiles lazily")
 def test_phase_boundary_functions_compile_lazily_on_tensorflow():

@@ -30,14 +30,26 @@ FULL, SKIP, MU, ETA, UNITS = 30, 4, 0.5, 2.0, 20.0
 ARMS = ["plain", "in-graph", "outer"]
 
 
-def _in_graph_model(inner, learning_rate):
+def _in_graph_model(inner, learning_rate, guarded=False, phase_end=True):
+    """`inner` in a model whose `train_step` adds `outer`'s arithmetic.
+
+    Args:
+        guarded: run keras-hybrid's guarded step (`HybridModel`, no
+            callback) instead of Keras' own.
+        phase_end: `False` keeps only the running sums (no phase end).
+    """
     import keras
     import tensorflow as tf
 
-    class InGraphOuter(keras.Model):
+    from keras_hybrid.model import WrappedHybridModel
+
+    class InGraphOuter(WrappedHybridModel if guarded else keras.Model):
         def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
+            if guarded:
+                super().__init__(inner)
+            else:
+                super().__init__()
+                self.inner = inner
 
         def call(self, x, training=False):
             return self.inner(x, training=training)
@@ -62,6 +74,10 @@ def _in_graph_model(inner, learning_rate):
                 return tf.constant(0)
 
             tf.cond(k > 0, add, lambda: tf.constant(0))
+            if not phase_end:
+                tf.cond(tf.equal(k, FULL), lambda: self.k.assign(0),
+                        lambda: self.k)
+                return logs
 
             def close_half():
                 for f, s in zip(self.first, self.sums):
@@ -99,7 +115,9 @@ def _in_graph_model(inner, learning_rate):
     return InGraphOuter(inner)
 
 
-def child(arm):
+def child(arm, build=None):
+    """One arm's `fit()`; `build(arm, model) -> (model, optimizer or None)`
+    makes the arms this script does not know (`floor.py`)."""
     sys.path.insert(0, RUN)
     import keras
 
@@ -110,13 +128,16 @@ def child(arm):
     keras.utils.set_random_seed(1)
     model = run._small_cnn(None)
     callbacks = []
-    if arm == "in-graph":
+    optimizer = None
+    if build is not None:
+        model, optimizer = build(arm, model)
+    elif arm == "in-graph":
         model = _in_graph_model(model, 1e-3)
         model.build_outer()
     elif arm == "outer":
         model = kh.HybridModel.wrap(model)
         callbacks = [kh.HybridPredictCallback("outer", verbose=0)]
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+    model.compile(optimizer=optimizer or keras.optimizers.Adam(1e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(
                       from_logits=True))
     cpu = os.times()
@@ -129,7 +150,7 @@ def child(arm):
     result = {"arm": arm, "wall_s": wall,
               "cpu_s": after.user - cpu.user + after.system - cpu.system,
               "final_val_loss": float(history.history["val_loss"][-1])}
-    if arm == "in-graph":
+    if hasattr(model, "jumps"):
         result["jumps"] = int(model.jumps.numpy())
     print("RESULT " + json.dumps(result))
 

@@ -28,7 +28,10 @@ ARMS = ["unoptimized", "grappler"]
 RUN = os.path.join(HERE, "..", "2026-12-04-outer-cnn-cost")
 
 
-def child(arm):
+def child(arm, patch=None):
+    """One `outer` `fit()`, every phase function's calls timed;
+    `patch(arm)`, if given, changes the package first (`early_compile.py`).
+    """
     sys.path.insert(0, RUN)
     import keras
 
@@ -36,7 +39,9 @@ def child(arm):
     from keras_hybrid import backends
     import run
 
-    if arm == "grappler":
+    if patch is not None:
+        patch(arm)
+    elif arm == "grappler":
         backends._unoptimized = contextlib.nullcontext
     times = collections.defaultdict(
         lambda: {"eager": [], "compile": [], "compiled": []})
@@ -45,8 +50,7 @@ def child(arm):
     def timed_call(self, *args):
         if self.compiled is not None:
             kind = "compiled"
-        elif (self.calls >= self.min_calls
-              and self.seconds >= self.min_seconds):
+        elif self._due():
             kind = "compile"
         else:
             kind = "eager"
@@ -63,18 +67,19 @@ def child(arm):
     model.compile(optimizer=keras.optimizers.Adam(1e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(
                       from_logits=True))
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     model.fit(x, y, batch_size=32, epochs=15, validation_data=(xv, yv),
               callbacks=[kh.HybridPredictCallback("outer", verbose=0)],
               verbose=0)
     wall = time.perf_counter() - start
     print("RESULT " + json.dumps({"arm": arm, "wall_s": wall,
+                                  "cpu_s": time.process_time() - cpu,
                                   "functions": times}))
 
 
 def report(runs, repetitions):
     del repetitions
-    arms = ARMS
+    arms = list(dict.fromkeys(run["arm"] for run in runs))
     for arm in arms:
         mine = [run for run in runs if run["arm"] == arm]
         names = sorted({n for run in mine for n in run["functions"]})
