@@ -150,9 +150,10 @@ class HybridModel(keras.Model):
 
     def _attach_runner(self, runner):
         self._hybrid_runner = runner
-        if runner is not None:
-            backends.LazilyCompiled.expect(runner.phase_ends_ahead)
-        if runner is not None and self._hybrid_pending_full:
+        if runner is None:
+            return
+        backends.LazilyCompiled.expect(runner.phase_ends_ahead)
+        if self._hybrid_pending_full:
             runner.force_full(self._hybrid_pending_full)
             self._hybrid_pending_full = 0
 

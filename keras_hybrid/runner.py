@@ -157,11 +157,10 @@ class HybridRunner:
         """How many FULL phases can still end in this `fit()`, at most (0
         if its length is unknown): how often a phase-boundary function can
         still be called (`backends.LazilyCompiled`)."""
-        total, per_epoch = self.total_steps, self.steps_per_epoch
-        if not total or not per_epoch:
+        if not self.total_steps:
             return 0
-        done = self.epoch * per_epoch + self.batch_in_epoch
-        return max(0, total - done) // max(1, self.config.full_steps)
+        remaining = max(0, self.total_steps - self.controller.step)
+        return remaining // max(1, self.config.full_steps)
 
     @property
     def total_steps(self):

@@ -268,7 +268,7 @@ class LazilyCompiled:
             return False
         if self.seconds >= self.min_seconds:
             return True
-        if self.calls == 0 or self.min_seconds == float("inf"):
+        if self.calls == 0:
             return False
         ahead = LazilyCompiled.calls_ahead()
         return ahead >= self.trace_per_call and (

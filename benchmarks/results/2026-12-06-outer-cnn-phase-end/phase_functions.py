@@ -28,6 +28,14 @@ ARMS = ["unoptimized", "grappler"]
 RUN = os.path.join(HERE, "..", "2026-12-04-outer-cnn-cost")
 
 
+def call_kind(function):
+    """What a `LazilyCompiled` function's next call is: `"eager"`,
+    `"compile"` (the call that compiles it) or `"compiled"`."""
+    if function.compiled is not None:
+        return "compiled"
+    return "compile" if function._due() else "eager"
+
+
 def child(arm, patch=None):
     """One `outer` `fit()`, every phase function's calls timed;
     `patch(arm)`, if given, changes the package first (`early_compile.py`).
@@ -48,12 +56,7 @@ def child(arm, patch=None):
     call = backends.LazilyCompiled.__call__
 
     def timed_call(self, *args):
-        if self.compiled is not None:
-            kind = "compiled"
-        elif self._due():
-            kind = "compile"
-        else:
-            kind = "eager"
+        kind = call_kind(self)
         start = time.perf_counter()
         try:
             return call(self, *args)

@@ -24,6 +24,8 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "..", "2026-12-06-outer-cnn-phase-end"))
 import alternate  # noqa: E402
+import early_compile  # noqa: E402
+import phase_functions  # noqa: E402
 
 ARMS = ["early", "threshold"]
 # Timed repetitions of each `measure_fit_overhead` call.
@@ -35,17 +37,14 @@ def child(arm, timed):
     from keras_hybrid.backends import LazilyCompiled
     from keras_hybrid.bench import overhead
 
-    if arm == "threshold":
-        LazilyCompiled.expect = classmethod(lambda cls, calls_ahead=None:
-                                            None)
+    early_compile._patch(arm)
     where = {"window": False}
     ms = collections.defaultdict(float)
     counts = collections.defaultdict(int)
     call = LazilyCompiled.__call__
 
     def timed_call(self, *args):
-        kind = ("compiled" if self.compiled is not None
-                else "compile" if self._due() else "eager")
+        kind = phase_functions.call_kind(self)
         start = time.perf_counter()
         try:
             return call(self, *args)
