@@ -94,8 +94,9 @@ class StepCalls:
         """
         self.flush_iterations()
         # Every backward step runs the one collecting function (one trace or
-        # compilation instead of two); outside a FULL phase the sums it adds
-        # to are discarded at the next phase start.
+        # compilation instead of two); outside a fitting FULL phase it adds
+        # nothing to the sums (a flag it reads on the device).
+        self.functions["collect"](collect)
         c = self.controller
         measured = (
             settle_check is not None and self.steps_per_execution == 1
@@ -155,6 +156,7 @@ class StepCalls:
     def train_batches(self, batches):
         """Training steps on stored batches (no trajectory collection)."""
         train = self.functions["train_batch"]
+        self.functions["collect"](False)
         for batch in batches:
             _, loss, grad_norm = common.split_stats(train(batch))
             self.stats.count(self.controller.phase, backward=1, forward=1)

@@ -12,6 +12,7 @@ import pytest
 
 import keras_hybrid as kh
 from keras_hybrid import backends
+from keras_hybrid.backends import common
 from keras_hybrid import divergence as dv
 from keras_hybrid.compiled import CompiledPhases
 from keras_hybrid.jump_check import JumpCheck
@@ -371,8 +372,49 @@ def test_compiled_phases_are_kept_with_the_model():
     compiled = CompiledPhases.of(model, backend)
     assert compiled.variables == list(model.trainable_variables)
     assert set(compiled.functions[None]) >= {
-        "full", "predict", "train_batch", "eval_loss"}
+        "full", "predict", "train_batch", "eval_loss", "collect"}
     assert compiled.live_functions(model, backend) is compiled.functions[None]
     assert CompiledPhases.of(model, backend) is compiled
     compile_model(model)  # a new optimizer: traced again
     assert CompiledPhases.of(model, backend) is not compiled
+
+
+def test_training_steps_add_to_the_sums_only_while_collecting():
+    model = compile_model(kh.HybridModel.wrap(build_mlp(0)))
+    x = np.random.default_rng(0).normal(size=(64, 20)).astype("float32")
+    y = np.arange(64) % 10
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    backend = backends.get()
+    compiled = CompiledPhases.of(model, backend)
+    functions = compiled.functions[None]
+    sums = compiled.trajectory.accumulators
+    batch = (keras.ops.convert_to_tensor(x[:32]),
+             keras.ops.convert_to_tensor(y[:32]))
+    for sum_ in sums:
+        sum_.assign(keras.ops.ones(sum_.shape))
+
+    functions["collect"](False)
+    before = weights_of(model)
+    functions["train_batch"](batch)
+    backend.sync(model)
+    after = weights_of(model)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after))
+    for sum_ in _numpy(sums):
+        np.testing.assert_array_equal(sum_, np.ones(sum_.shape))
+
+    functions["collect"](True)
+    functions["train_batch"](batch)
+    backend.sync(model)
+    for sum_, weight in zip(_numpy(sums), weights_of(model)):
+        np.testing.assert_allclose(sum_, 1.0 + weight, rtol=1e-6)
+
+
+def test_a_switch_passes_on_changes_only():
+    applied = []
+    switch = common.Switch(apply=applied.append)
+    for value in (True, True, 0, False, 1):
+        switch(value)
+    assert applied == [True, False, True] and switch.value is True
+    quiet = common.Switch(False)
+    quiet(False)
+    assert quiet.value is False

@@ -9,6 +9,29 @@ GRAD_NORM_KEY = "_hybrid_grad_norm"
 STAT_KEYS = (LOSS_KEY, GRAD_NORM_KEY)
 
 
+class Switch:
+    """A boolean setting of the phase functions, kept on the host.
+
+    Where the compiled step reads it on the device, `apply` copies each new
+    value there: one assignment per change, not one per step.
+
+    Args:
+        value: the setting now (`None`: unknown, the first call applies).
+        apply: called with each new value (a bool), if given.
+    """
+
+    def __init__(self, value=None, apply=None):
+        self.value = value
+        self.apply = apply
+
+    def __call__(self, value):
+        value = bool(value)
+        if value != self.value:
+            if self.apply is not None:
+                self.apply(value)
+            self.value = value
+
+
 def warn_no_trainable_weights():
     """Keras' warning for a training step of a model without trainable
     weights (the step runs the forward pass and the metrics only)."""

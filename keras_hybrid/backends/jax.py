@@ -363,10 +363,14 @@ def make_phase_functions(model, accumulators, deltas):
     n = int(model.steps_per_execution or 1)
     iterations_index = _iterations_index(model)
 
-    def full_collect(carry, data):
+    def full_collect(carry, data, collecting):
         state, sums = carry
         logs, state = model.train_step(state, data)
-        sums = [s + w for s, w in zip(sums, state[0])]
+        sums = jax.lax.cond(
+            collecting,
+            lambda: [s + w for s, w in zip(sums, state[0])],
+            lambda: list(sums),
+        )
         return logs, (state, sums)
 
     def predict(state, delta_values, data):
@@ -384,6 +388,10 @@ def make_phase_functions(model, accumulators, deltas):
 
     holder = _holder(model)
     holder.accumulators = list(accumulators)
+    # Passed to the collecting step as an array: a traced flag (one
+    # compilation for both values), made once.
+    flags = {True: jnp.asarray(True), False: jnp.asarray(False)}
+    collect = common.Switch(True)
 
     def batches(iterator):
         # All batches of the call are taken before the state: a
@@ -406,7 +414,7 @@ def make_phase_functions(model, accumulators, deltas):
                     sums = [a.value for a in accumulators]
                 carry = (_take_state(model), sums)
                 holder.sums = None
-            logs, carry = full_jit(carry, data)
+            logs, carry = full_jit(carry, data, flags[collect.value])
         holder.state, holder.sums = carry
         return logs
 
@@ -433,6 +441,7 @@ def make_phase_functions(model, accumulators, deltas):
         "predict": run_predict,
         "train_batch": run_train_batch,
         "eval_loss": run_eval,
+        "collect": collect,
     }
 
 

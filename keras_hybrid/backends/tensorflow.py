@@ -189,20 +189,31 @@ def make_phase_functions(model, accumulators, deltas):
 
     Returns:
         A dict of callables: `"full"` (a training step that also adds the
-        weights to `accumulators`: every step with a backward pass runs it,
-        so that the model's step is traced once; the runner discards the
-        sums outside FULL phases) and `"predict"`, each taking the fit
-        loop's iterator; `"train_batch"`, a training step on one batch as
-        returned by `next(iterator)` (a rejected jump's check batches; it
-        may add to `accumulators` too); and `"eval_loss"`, taking one such
-        batch and returning the forward loss as a scalar tensor (inference
-        mode, no state change).
+        weights to `accumulators` while collecting: every step with a
+        backward pass runs it, so that the model's step is traced once) and
+        `"predict"`, each taking the fit loop's iterator; `"train_batch"`,
+        a training step on one batch as returned by `next(iterator)` (a
+        rejected jump's check batches; it collects like `"full"`);
+        `"eval_loss"`, taking one such batch and returning the forward loss
+        as a scalar tensor (inference mode, no state change); and
+        `"collect"`, taking a bool: whether the next training steps add the
+        weights to `accumulators` (outside a fitting FULL phase the sums
+        would be discarded: the steps skip them).
     """
+    with variable_scope(model):
+        # Read in the compiled step: switching it costs one assignment
+        # when the phase changes, and no second trace.
+        collecting = tf.Variable(True, trainable=False, dtype=tf.bool,
+                                 name="hybrid_collecting")
+
+    def add_weights():
+        for acc, variable in zip(accumulators, model.trainable_variables):
+            acc.assign_add(variable)
+        return tf.constant(True)
 
     def full_collect(data):
         logs = model.train_step(data)
-        for acc, variable in zip(accumulators, model.trainable_variables):
-            acc.assign_add(variable)
+        tf.cond(collecting, add_weights, lambda: tf.constant(False))
         return logs
 
     strategy = model.distribute_strategy
@@ -228,6 +239,7 @@ def make_phase_functions(model, accumulators, deltas):
         # serves the retrained batches too (no second trace of the model).
         "train_batch": lambda batch: full([batch]),
         "eval_loss": eval_loss,
+        "collect": common.Switch(apply=collecting.assign),
     }
 
 

@@ -125,13 +125,16 @@ def make_phase_functions(model, accumulators, deltas):
     """Builds the functions of every phase (see the TensorFlow module for
     the contract). The fit loop hands each call a one-batch list."""
 
+    collect = common.Switch(True)
+
     def full(data):
         logs = model._hybrid_plain_train(data)
-        with torch.no_grad():
-            torch._foreach_add_(
-                [acc.value for acc in accumulators],
-                [variable.value for variable in model.trainable_variables],
-            )
+        if collect.value:
+            with torch.no_grad():
+                torch._foreach_add_(
+                    [acc.value for acc in accumulators],
+                    [v.value for v in model.trainable_variables],
+                )
         return logs
 
     def predict(data):
@@ -144,10 +147,10 @@ def make_phase_functions(model, accumulators, deltas):
     return {
         "full": full,
         "predict": predict,
-        # The collecting step, like the other backends' (the runner
-        # discards the sums where they do not count).
+        # The collecting step, like the other backends'.
         "train_batch": lambda batch: full([batch]),
         "eval_loss": eval_loss,
+        "collect": collect,
     }
 
 
