@@ -26,7 +26,9 @@ from keras_hybrid.bench.arms import resolve_task
 ROUNDS, BLOCK = 40, 50
 
 
-def main():
+def setup():
+    """The three models, trained briefly, the hybrid's runner, the batch
+    iterator and the five arms (train functions of the iterator)."""
     task = resolve_task({"task": "mnist1d-mlp", "seed": 0})
     config = kh.HybridConfig.from_dict(
         {"preset": "default", "enable_prediction": False, "warmup_steps": 5})
@@ -49,12 +51,17 @@ def main():
             "guard": hybrid._hybrid_plain_train,
             "collecting": runner.functions["full"],
             "runner.run": runner.run}
+    return (hybrid, plain, check), runner, iterator, arms
+
+
+def measure(models, iterator, arms):
+    """Runs the arms alternated and prints their step times."""
 
     def block(function, steps=BLOCK):
         start = time.perf_counter()
         for _ in range(steps):
             function(iterator)
-        for model in (hybrid, plain, check):
+        for model in models:
             keras.ops.convert_to_numpy(model.trainable_variables[0])
         return (time.perf_counter() - start) / steps
 
@@ -72,6 +79,11 @@ def main():
               f"/ plain median {np.median(ratios):.3f} IQR "
               f"{np.percentile(ratios, 25):.3f}-"
               f"{np.percentile(ratios, 75):.3f}")
+
+
+def main():
+    models, _, iterator, arms = setup()
+    measure(models, iterator, arms)
 
 
 if __name__ == "__main__":
