@@ -111,8 +111,6 @@ class StepCalls:
         else:
             out = self.functions["full"](iterator)
         logs, loss, grad_norm = common.split_stats(out)
-        if not collect:
-            self.trajectory.discard()
         n = self.steps_per_execution
         self.stats.count(c.phase, backward=n,
                          forward=n + (2 if measured else 0), steps=n)
@@ -162,8 +160,6 @@ class StepCalls:
             self.stats.count(self.controller.phase, backward=1, forward=1)
             self.step_stats.add(self.controller.step, loss, grad_norm,
                                 kind="retrain")
-        if batches:
-            self.trajectory.discard()
         self.sync()
 
     def fast_forward(self, iterator):

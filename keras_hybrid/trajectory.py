@@ -228,11 +228,6 @@ class WeightTrajectory:
         self._consistency = None
         self.drift_finite = False
 
-    def discard(self):
-        """The compiled step added weights that belong to no FULL phase: the
-        sums are reset at the next phase start."""
-        self._zeroed = False
-
     def added(self, steps):
         """Counts `steps` weight vectors added by the compiled step."""
         self.count += steps
