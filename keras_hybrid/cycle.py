@@ -254,7 +254,8 @@ class PhaseCycle:
                 outcome.start)
         if not usable:
             self.stats.event(
-                c.step, "non_finite_prediction", "rejected_before_apply"
+                c.step, "discarded", "non_finite_prediction",
+                "rejected_before_apply"
             )
             self.predictor.record_outcome(False)
             c.record_prediction(False)
@@ -313,7 +314,7 @@ class PhaseCycle:
             check.restore_start()
             self.stats.predictions_rejected += 1
             self.quiet.rejected()
-            self.stats.event(c.step, reason, "weights_restored")
+            self.stats.event(c.step, "restore", reason, "weights_restored")
             self.predictor.record_outcome(False)
             c.record_prediction(False)
             self.control.outcome(False, self._predict_length)
@@ -359,12 +360,13 @@ class PhaseCycle:
             if self.recovery.roll_back():
                 self.interrupt()
             if isinstance(action, divergence.Abort):
-                self.stats.event(c.step, names, self.recovery.abort_outcome())
+                self.stats.event(c.step, action.kind, names,
+                                 self.recovery.abort_outcome())
                 raise divergence.DivergenceError(action.reason)
             outcome = self.recovery.rollback_outcome(action)
             c.force_full(self.monitor.recovery_full_steps)
             if c.phase == Phase.FULL:
                 self.start_full()
-        self.stats.event(c.step, names, outcome)
+        self.stats.event(c.step, action.kind, names, outcome)
         if c.phase_done:
             self.end_phase()

@@ -10,6 +10,7 @@ import collections
 import dataclasses
 import enum
 import math
+import typing
 
 # FULL phases forced after a divergence warning or a rollback: the first
 # gives the predictor a fresh drift, the second checks a shadow prediction
@@ -47,11 +48,15 @@ class Signal:
 class Continue:
     """Nothing to do."""
 
+    kind: typing.ClassVar[str] = "none"
+
 
 @dataclasses.dataclass
 class ReducePredictRatio:
     """Shrink the PREDICT horizon by `factor` (in (0, 1))."""
 
+    # The intervention's kind in the report's events and the messages.
+    kind: typing.ClassVar[str] = "shorter_predictions"
     factor: float = 0.5
 
 
@@ -59,6 +64,7 @@ class ReducePredictRatio:
 class ForceFullPhase:
     """End any prediction and run only FULL phases for `steps` steps."""
 
+    kind: typing.ClassVar[str] = "forced_full"
     steps: int
 
 
@@ -67,6 +73,7 @@ class RollbackAndRetry:
     """Restore weights and optimizer state of `checkpoint_step` and go on
     with the learning rate times `learning_rate_factor`."""
 
+    kind: typing.ClassVar[str] = "rollback"
     checkpoint_step: int
     learning_rate_factor: float = 0.5
 
@@ -75,6 +82,7 @@ class RollbackAndRetry:
 class Abort:
     """Stop training with a `DivergenceError` carrying `reason`."""
 
+    kind: typing.ClassVar[str] = "abort"
     reason: str
 
 

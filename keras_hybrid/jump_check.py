@@ -44,7 +44,8 @@ class JumpCheck:
     Attributes:
         abort: why the running PREDICT phase must end (`None`: it goes
             on): `"forward_check"` (a rejected jump), `"non_finite_loss"`
-            or `"loss_sigma"` (a per-step loss).
+            or `"divergence_threshold"` (a per-step loss above
+            `HybridConfig.divergence_threshold`).
         restore_point: the values the phase's start snapshot took: at
             the start of a per-step prediction, at the start of a jump's
             checks (`None` until then, and for an unchecked jump).
@@ -155,7 +156,7 @@ class JumpCheck:
         if not math.isfinite(loss):
             self.abort = "non_finite_loss"
         elif self.loss_limit is not None and loss > self.loss_limit:
-            self.abort = "loss_sigma"
+            self.abort = "divergence_threshold"
 
     def finish(self, success):
         """Ends the phase's checks.
@@ -230,7 +231,7 @@ class JumpCheck:
             self.weights.restore(candidate)
             loss, finite = mean_loss(finite_flag(candidate))
             if not finite:
-                self.stats.event(step, "non_finite_prediction",
+                self.stats.event(step, "discarded", "non_finite_prediction",
                                  "rejected_before_apply")
                 continue
             tried.append((scale, loss))

@@ -1,8 +1,8 @@
 """Messages about what the hybrid did: its jumps and its interventions.
 
 The runner records each intervention in its statistics (`stats.events`, also
-the report's `divergence_events`): a dict with the `step`, the `signal` that
-caused it and its `outcome`; and each jump of the weights (`stats.jumps`,
+the report's `divergence_events`): a dict with the `step`, its `kind` (one of
+`KINDS`), the `signal` that caused it and its `outcome`; and each jump of the weights (`stats.jumps`,
 the report's `jumps`): a dict with the `step`, the `accepted_scale` (`None`
 for a rejected jump, which is an intervention too) and the checked losses.
 `InterventionLog` turns the new ones into one-line messages, the first of
@@ -12,46 +12,66 @@ each kind per epoch, as Keras callbacks report theirs (`ReduceLROnPlateau`,
 
 import collections
 
-# Kinds of intervention, by how the outcome string starts, and their wording.
-_KINDS = (
-    ("Abort", "abort", "training stopped ({outcome})"),
-    ("RollbackAndRetry", "rollback",
-     "rolled back to the last good weights ({outcome})"),
-    ("ForceFullPhase", "forced_full",
-     "forced full training (backward passes) for a while"),
-    ("ReducePredictRatio", "shorter_predictions",
-     "shortened the next predictions"),
-    ("weights_restored", "restore",
-     "rejected a prediction and restored the weights exactly; full "
-     "training resumes"),
-    ("rejected_before_apply", "discarded",
-     "discarded a non-finite prediction before applying it"),
-    ("outer_steps_stopped", "outer_stopped",
-     "stopped the outer steps for the rest of the run, as {outcome}; "
-     "training goes on as plain fit()"),
+# Kinds of intervention (each event's `kind`) and their wording; the detail
+# is what the outcome says after its name ("RollbackAndRetry: to step 40,
+# learning rate -> 0.005").
+KINDS = {
+    "abort": "training stopped ({detail})",
+    "rollback": "rolled back to the last good weights ({detail})",
+    "forced_full": "forced full training (backward passes) for a while",
+    "shorter_predictions": "shortened the next predictions",
+    "restore": ("rejected a prediction and restored the weights exactly; "
+                "full training resumes"),
+    "discarded": "discarded a non-finite prediction before applying it",
+    "outer_stopped": ("stopped the outer steps for the rest of the run, as "
+                      "{detail}; training goes on as plain fit()"),
+}
+
+# Reports and checkpoints written before events carried their kind: the
+# kind by how the outcome starts.
+_OUTCOME_PREFIXES = (
+    ("Abort", "abort"),
+    ("RollbackAndRetry", "rollback"),
+    ("ForceFullPhase", "forced_full"),
+    ("ReducePredictRatio", "shorter_predictions"),
+    ("weights_restored", "restore"),
+    ("rejected_before_apply", "discarded"),
+    ("outer_steps_stopped", "outer_stopped"),
 )
+
+
+def _kind_and_detail(event):
+    """`(kind, detail)` of an event: its recorded kind, else the one its
+    outcome names (older reports); the detail after the outcome's name."""
+    outcome = str(event.get("outcome", ""))
+    kind = event.get("kind")
+    if kind is None:
+        for prefix, prefix_kind in _OUTCOME_PREFIXES:
+            if outcome.startswith(prefix):
+                # "Name: detail" (older still: "Name, detail").
+                detail = outcome[len(prefix):].lstrip(" :,")
+                return prefix_kind, detail or prefix
+        return "other", outcome
+    name, separator, detail = outcome.partition(": ")
+    return kind, detail if separator else name
 
 
 def describe(event):
     """Returns `(kind, message)` for one recorded intervention.
 
     Args:
-        event: a dict with `step`, `signal` and `outcome`.
+        event: a dict with `step`, `kind`, `signal` and `outcome` (without
+            `kind`, as in older reports: the kind the outcome names).
 
     Returns:
-        A short kind name (`"rollback"`, `"restore"`, ...) and a one-line
+        The event's kind (`"rollback"`, `"restore"`, ...; one of `KINDS`,
+        `"other"` when an older report's outcome names none) and a one-line
         message naming the step and the signal.
     """
-    outcome = str(event.get("outcome", ""))
     signal = event.get("signal") or "unknown"
-    for prefix, kind, text in _KINDS:
-        if outcome.startswith(prefix):
-            # "Kind: detail" (older reports: "Kind, detail").
-            detail = outcome[len(prefix):].lstrip(" :,")
-            what = text.format(outcome=detail or prefix)
-            break
-    else:
-        kind, what = "other", outcome
+    kind, detail = _kind_and_detail(event)
+    text = KINDS.get(kind)
+    what = text.format(detail=detail) if text else detail
     return kind, f"step {event.get('step')}: {what} (signal: {signal})."
 
 

@@ -82,9 +82,19 @@ class RunStatistics:
     def add_overhead(self, kind, seconds):
         self.overhead[kind] += seconds
 
-    def event(self, step, signal, outcome):
-        self.events.append({"step": int(step), "signal": signal,
-                            "outcome": outcome})
+    def event(self, step, kind, signal, outcome):
+        """Records an intervention.
+
+        Args:
+            step: the step it happened at.
+            kind: what was done, one of `keras_hybrid.messages.KINDS`
+                (`"rollback"`, `"restore"`, ...).
+            signal: what caused it (`"non_finite_loss"`, ...).
+            outcome: what it did, in words (with the details: the step
+                rolled back to, the new learning rate).
+        """
+        self.events.append({"step": int(step), "kind": kind,
+                            "signal": signal, "outcome": outcome})
 
     def loss_prediction(self, predicted, actual):
         if predicted is not None and actual is not None:

@@ -42,6 +42,43 @@ def test_describe_names_kind_step_and_signal(outcome, kind):
         )
 
 
+@pytest.mark.parametrize("kind,outcome,words", [
+    ("rollback", "RollbackAndRetry: to step 40, learning rate -> 0.005",
+     "rolled back to the last good weights (to step 40, learning rate -> "
+     "0.005)"),
+    ("abort", "Abort: weights and optimizer restored to step 40",
+     "training stopped (weights and optimizer restored to step 40)"),
+    ("outer_stopped", "outer_steps_stopped: the loss rose",
+     "stopped the outer steps for the rest of the run, as the loss rose"),
+    ("restore", "weights_restored", "restored the weights exactly"),
+])
+def test_describe_takes_the_recorded_kind(kind, outcome, words):
+    got_kind, message = describe(
+        {"step": 3, "kind": kind, "signal": "s", "outcome": outcome})
+    assert got_kind == kind
+    assert words in message
+
+
+def test_the_recorded_kind_decides_over_the_outcome_text():
+    # The kind is recorded, not recovered from the outcome's wording.
+    kind, message = describe({"step": 3, "kind": "forced_full",
+                              "signal": "s", "outcome": "Abort: x"})
+    assert kind == "forced_full"
+    assert "forced full training" in message
+    kind, message = describe({"step": 3, "kind": "something_new",
+                              "signal": "s", "outcome": "done: it"})
+    assert kind == "something_new" and "step 3: it (signal: s)." == message
+
+
+def test_every_recovery_action_names_a_kind_with_a_message():
+    from keras_hybrid import divergence
+    from keras_hybrid.messages import KINDS
+
+    for action in (divergence.ReducePredictRatio, divergence.ForceFullPhase,
+                   divergence.RollbackAndRetry, divergence.Abort):
+        assert action.kind in KINDS
+
+
 def test_describe_reads_the_older_rollback_outcome_without_a_stray_comma():
     _, message = describe({
         "step": 1, "signal": "non_finite_loss",
@@ -122,8 +159,8 @@ class _InjectShorter(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         runner = self.hybrid.runner
-        runner.stats.event(runner.controller.step, "prediction_error",
-                           "ReducePredictRatio")
+        runner.stats.event(runner.controller.step, "shorter_predictions",
+                           "prediction_error", "ReducePredictRatio")
 
 
 @pytest.mark.parametrize("fixed", [False, True])
@@ -194,7 +231,7 @@ class _Inject(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if batch in self.batches:
             self.hybrid.runner.stats.event(
-                self.hybrid.runner.controller.step, "loss_spike",
+                self.hybrid.runner.controller.step, "rollback", "loss_spike",
                 "RollbackAndRetry: to step 4, learning rate -> 0.005",
             )
 

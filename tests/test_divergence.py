@@ -244,6 +244,7 @@ def test_exploding_learning_rate_is_rolled_back(classification_data):
     first = rollbacks[0]["step"]
     assert 30 < first <= 30 + 50
     assert "learning rate -> 0.005" in rollbacks[0]["outcome"]
+    assert rollbacks[0]["kind"] == "rollback"
     assert float(model.optimizer.learning_rate) == pytest.approx(0.005)
     assert finite.checked == 64
 
@@ -280,6 +281,7 @@ def test_vanishing_gradient_stretch_is_flagged(classification_data):
                  if "gradient_vanishing" in e["signal"]]
     assert vanishing and all(30 <= e["step"] <= 41 for e in vanishing)
     assert vanishing[0]["outcome"] == "ForceFullPhase"
+    assert vanishing[0]["kind"] == "forced_full"
     assert finite.checked == 64
 
 

@@ -176,7 +176,8 @@ class OuterGuard:
         self.reason = why
         step = self.stats.total_steps if step is None else step
         self.stop_step = int(step)
-        self.stats.event(step, signal, f"outer_steps_stopped: {why}")
+        self.stats.event(step, "outer_stopped", signal,
+                         f"outer_steps_stopped: {why}")
 
     # ------------------------------------------------------------- report
     def summary(self):
