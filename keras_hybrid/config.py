@@ -194,8 +194,13 @@ class DivergenceConfig:
     """Thresholds of the divergence monitor.
 
     Args:
-        loss_sigma: a PREDICT-phase loss more than this many standard
-            deviations above the FULL-phase loss mean ends the prediction.
+        loss_sigma: the monitor's loss rule on the steps with a backward
+            pass: a loss more than this many standard deviations above its
+            running mean on two checked steps in a row is a divergence
+            warning (the recovery actions follow: forced FULL phases, a
+            rollback). `HybridConfig.divergence_threshold` is the other
+            loss rule: it judges one per-step prediction's forward losses
+            against the last FULL phase and only ends that prediction.
         grad_explosion_factor: gradient norm above this multiple of its
             running baseline is an explosion.
         grad_vanishing_factor: gradient norm below this multiple of its
@@ -402,8 +407,15 @@ class HybridConfig:
         min_predict_steps: lower bound of a PREDICT phase, in steps.
         confidence_threshold: prediction starts only at a confidence at or
             above this, in [0, 1].
-        divergence_threshold: standard deviations above the FULL-phase loss
-            mean at which a per-step prediction is stopped.
+        divergence_threshold: standard deviations above the last FULL
+            phase's loss mean at which a per-step prediction
+            (`predict_mode="per_step"`) is stopped: one forward-only loss
+            above it ends the PREDICT phase and restores its start (the
+            event's signal is `"divergence_threshold"`). A separate rule
+            from `divergence.loss_sigma`, which judges the trained steps'
+            losses against their running statistics, twice in a row, and
+            calls for a recovery action: a prediction's loss is read once
+            per step and undone exactly, so one is enough.
         correction_interval: inside PREDICT, run one real gradient step every
             this many steps (0: never).
         correct_steps: length of the CORRECT phase that follows PREDICT.

@@ -308,7 +308,7 @@ def test_per_step_loss_spike_is_undone(classification_data, monkeypatch):
     assert s["predictions_rejected"] + s["predictions_accepted"] == (
         s["predictions_attempted"])
     assert {e["signal"] for e in report["divergence_events"]} <= {
-        "loss_sigma", "non_finite_loss"}
+        "divergence_threshold", "non_finite_loss"}
     assert len(report["divergence_events"]) == s["predictions_rejected"]
     assert all(np.isfinite(w).all() for w in weights_of(model))
 

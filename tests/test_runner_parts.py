@@ -80,9 +80,9 @@ def test_per_step_losses_end_the_phase_above_the_limit():
     check.observe(moments.mean)
     assert check.abort is None
     check.observe(check.loss_limit + 1.0)
-    assert check.abort == "loss_sigma"
+    assert check.abort == "divergence_threshold"
     check.observe(float("nan"))
-    assert check.abort == "loss_sigma"  # the first reason stays
+    assert check.abort == "divergence_threshold"  # the first reason stays
     assert check.finish(success=False) == []
     assert check.abort is None and check.loss_limit is None
     check.observe(float("inf"))
