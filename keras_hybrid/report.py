@@ -17,7 +17,10 @@ from keras_hybrid.dynamics.calibration import expected_calibration_error
 from keras_hybrid.phases import Phase
 from keras_hybrid.serialization import clean_json
 
-REPORT_VERSION = 1
+# 2: `training_summary.steps_by_phase` replaces `warmup_steps`,
+# `full_steps`, `predict_steps` and `correct_steps` (steps spent in each
+# phase, which the config's keys of the same names do not mean).
+REPORT_VERSION = 2
 
 
 class LossCurve:
@@ -192,7 +195,9 @@ def backward_work_saved_pct(runner):
 def build_report(runner):
     """Returns the training report of a runner as a JSON-safe dict.
 
-    In `training_summary`, `final_loss` is the training loss of the last
+    In `training_summary`, `steps_by_phase` counts the steps spent in each
+    phase (`{"WARMUP": ..., "FULL": ..., "PREDICT": ..., "CORRECT": ...}`),
+    `final_loss` is the training loss of the last
     step's logs (Keras' `loss`: the running mean over the last epoch) and
     `final_val_loss` the validation loss of the last epoch that validated
     (Keras' `val_loss`; `None` when `fit()` had no validation data).
@@ -205,10 +210,11 @@ def build_report(runner):
     steps_seen = max(len(stats.step_times.get("full", [])), 1)
     summary = {
         "total_steps": stats.total_steps,
-        "warmup_steps": stats.steps["WARMUP"],
-        "full_steps": stats.steps["FULL"],
-        "predict_steps": stats.steps["PREDICT"],
-        "correct_steps": stats.steps["CORRECT"],
+        # Steps spent in each phase (not the config's phase lengths).
+        "steps_by_phase": {
+            name: stats.steps[name]
+            for name in ("WARMUP", "FULL", "PREDICT", "CORRECT")
+        },
         "backward_passes": stats.backward,
         "forward_passes": stats.forward,
         "corrections": stats.corrections,

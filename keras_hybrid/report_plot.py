@@ -64,12 +64,17 @@ def summary_text(report):
     phases = report.get("phase_statistics") or {}
     accuracy = phases.get("prediction_accuracy") or {}
     total = s.get("total_steps") or 0
+    by_phase = s.get("steps_by_phase") or {
+        # Version 1 reports.
+        name: s.get(f"{name.lower()}_steps")
+        for name in ("WARMUP", "FULL", "PREDICT", "CORRECT")
+    }
     lines = [
         f"{total} steps: {s.get('backward_passes')} with a backward pass, "
-        f"{_fmt(s.get('backward_reduction_pct'), '.1f')}% without "
-        f"(WARMUP {s.get('warmup_steps')}, FULL {s.get('full_steps')}, "
-        f"PREDICT {s.get('predict_steps')}, CORRECT "
-        f"{s.get('correct_steps')}).",
+        f"{_fmt(s.get('backward_reduction_pct'), '.1f')}% without ("
+        + ", ".join(f"{name} {by_phase.get(name)}"
+                    for name in ("WARMUP", "FULL", "PREDICT", "CORRECT"))
+        + ").",
         f"predictions: {s.get('predictions_attempted')} attempted, "
         f"{s.get('predictions_accepted')} accepted, "
         f"{s.get('predictions_rejected')} rejected; PREDICT phases of "

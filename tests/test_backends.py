@@ -88,7 +88,7 @@ def test_replicas_stay_identical(kind, predict_mode):
     s = out["summary"]
     assert out["replicas"] == 2 and out["copies"] == 2
     # Predicted deltas (or jumps), micro-corrections and a rollback all ran:
-    assert s["predictions_accepted"] >= 1 and s["predict_steps"] > 0
+    assert s["predictions_accepted"] >= 1 and s["steps_by_phase"]["PREDICT"] > 0
     assert s["corrections"] >= 1
     assert any(e.startswith("RollbackAndRetry") for e in out["events"]), out
     # ... and every copy of every variable is the same on both replicas.
@@ -107,7 +107,8 @@ def test_rejected_jumps_retrain_identically_on_every_replica():
     s = out["summary"]
     assert out["replicas"] == 2 and out["copies"] == 2
     assert s["predictions_rejected"] >= 1
-    assert s["backward_passes"] > s["full_steps"] + s["warmup_steps"]
+    by_phase = s["steps_by_phase"]
+    assert s["backward_passes"] > by_phase["FULL"] + by_phase["WARMUP"]
     assert out["finite"]
     assert out["max_replica_difference"] == 0.0
     assert out["eval_loss"] < 1.5, out

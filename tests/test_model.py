@@ -47,7 +47,7 @@ def test_no_prediction_gives_exactly_plain_fit(classification_data):
     hybrid, callback, _ = fit_hybrid(x, y, config, batch_size=64, epochs=2)
     assert_same_weights(weights_of(plain), weights_of(hybrid))
     summary = callback.report()["training_summary"]
-    assert summary["predict_steps"] == 0
+    assert summary["steps_by_phase"]["PREDICT"] == 0
     assert summary["backward_passes"] == summary["total_steps"] == 64
 
 
@@ -88,7 +88,7 @@ def test_keras_weight_averaging_is_kept(classification_data):
     predicting.fit(x, y, batch_size=32, epochs=3, verbose=0,
                    callbacks=[callback])
     summary = callback.report()["training_summary"]
-    assert summary["predict_steps"] > 0
+    assert summary["steps_by_phase"]["PREDICT"] > 0
     averages = predicting.optimizer._model_variables_moving_average
     assert_same_weights(
         [keras.ops.convert_to_numpy(v) for v in averages],
@@ -179,7 +179,7 @@ def test_phase_cycle_skips_backward_passes(classification_data):
     report = callback.report()
     summary = report["training_summary"]
     assert summary["total_steps"] == 128
-    assert summary["predict_steps"] > 0
+    assert summary["steps_by_phase"]["PREDICT"] > 0
     assert summary["backward_passes"] < summary["total_steps"]
     assert summary["backward_reduction_pct"] == pytest.approx(
         100 * (1 - summary["backward_passes"] / summary["total_steps"])
@@ -281,7 +281,7 @@ def test_per_step_mode_runs_forward_only_predict_steps(classification_data):
     )
     report = callback.report()
     s = report["training_summary"]
-    assert s["predict_steps"] > 0
+    assert s["steps_by_phase"]["PREDICT"] > 0
     assert s["forward_passes"] == s["total_steps"]
     assert "predict" in report["phase_statistics"]["median_call_time_ms"]
 
@@ -317,7 +317,7 @@ def test_predicted_steps_advance_the_learning_rate_schedule(classification_data)
     x, y = classification_data
     model, callback, _ = fit_hybrid(x, y, eager_config(), batch_size=32, epochs=2)
     s = callback.report()["training_summary"]
-    assert s["predict_steps"] > 0
+    assert s["steps_by_phase"]["PREDICT"] > 0
     assert iterations(model) == s["total_steps"] == 128
 
 
@@ -327,7 +327,8 @@ def test_force_full_phase_prevents_prediction(classification_data):
     model.force_full_phase(10_000)
     callback = kh.HybridPredictCallback(eager_config())
     model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[callback])
-    assert callback.report()["training_summary"]["predict_steps"] == 0
+    summary = callback.report()["training_summary"]
+    assert summary["steps_by_phase"]["PREDICT"] == 0
     assert model.statistics()["total_steps"] == 64
     assert model.current_confidence is None  # detached after fit
 
@@ -353,7 +354,7 @@ def test_dataset_inputs(classification_data, source):
     callback = kh.HybridPredictCallback(eager_config())
     model.fit(data, epochs=2, verbose=0, callbacks=[callback])
     s = callback.report()["training_summary"]
-    assert s["total_steps"] == 128 and s["predict_steps"] > 0
+    assert s["total_steps"] == 128 and s["steps_by_phase"]["PREDICT"] > 0
     assert iterations(model) == 128
 
 
@@ -370,7 +371,8 @@ def test_sample_weights_and_several_metrics(classification_data):
     history = model.fit(x, y, sample_weight=weights, batch_size=32, epochs=1,
                         verbose=0, callbacks=[callback])
     assert "sparse_top_k_categorical_accuracy" in history.history
-    assert callback.report()["training_summary"]["predict_steps"] > 0
+    summary = callback.report()["training_summary"]
+    assert summary["steps_by_phase"]["PREDICT"] > 0
 
 
 @pytest.mark.skipif(backend_is("torch"),

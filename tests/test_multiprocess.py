@@ -91,7 +91,7 @@ def test_same_decisions_at_the_same_steps(job):
     for key in ("phases", "events", "jumps", "summary"):
         assert p0[key] == p1[key], key
     s = p0["summary"]
-    assert s["predictions_accepted"] >= 1 and s["predict_steps"] > 0
+    assert s["predictions_accepted"] >= 1 and s["steps_by_phase"]["PREDICT"] > 0
     assert s["predictions_rejected"] >= 1
     assert s["corrections"] >= 1
     outcomes = [e["outcome"] for e in p0["events"]]

@@ -149,3 +149,21 @@ def test_cli_report_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["report", str(other)])
     assert "Not a training report" in capsys.readouterr().err
+
+
+def test_summary_counts_the_steps_of_each_phase(report_path):
+    report = json.loads(report_path.read_text())
+    by_phase = report["training_summary"]["steps_by_phase"]
+    assert sum(by_phase.values()) == report["training_summary"]["total_steps"]
+    text = summary_text(report)
+    assert (f"(WARMUP {by_phase['WARMUP']}, FULL {by_phase['FULL']}, "
+            f"PREDICT {by_phase['PREDICT']}, CORRECT {by_phase['CORRECT']})"
+            in text)
+    # A report written before `steps_by_phase` (version 1) reads the same.
+    older = json.loads(report_path.read_text())
+    summary = older["training_summary"]
+    del summary["steps_by_phase"]
+    for name, steps in by_phase.items():
+        summary[f"{name.lower()}_steps"] = steps
+    older["version"] = 1
+    assert summary_text(older) == text

@@ -92,7 +92,8 @@ def test_hybrid_arm_ends_on_the_average():
     result = arms.run_arm(_spec(task, arm="hybrid", config=TINY_CONFIG,
                                 weight_average=0.9))
     model = AveragedTask.built[-1]  # the model the hybrid wrapped
-    assert result["report"]["training_summary"]["predict_steps"] > 0
+    summary = result["report"]["training_summary"]
+    assert summary["steps_by_phase"]["PREDICT"] > 0
     averages = [keras.ops.convert_to_numpy(v)
                 for v in AveragedTask.optimizers[-1]
                 ._model_variables_moving_average]
