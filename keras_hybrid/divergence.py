@@ -48,8 +48,6 @@ class Signal:
 class Continue:
     """Nothing to do."""
 
-    kind: typing.ClassVar[str] = "none"
-
 
 @dataclasses.dataclass
 class ReducePredictRatio:

@@ -2,9 +2,10 @@
 
 The runner records each intervention in its statistics (`stats.events`, also
 the report's `divergence_events`): a dict with the `step`, its `kind` (one of
-`KINDS`), the `signal` that caused it and its `outcome`; and each jump of the weights (`stats.jumps`,
-the report's `jumps`): a dict with the `step`, the `accepted_scale` (`None`
-for a rejected jump, which is an intervention too) and the checked losses.
+`KINDS`), the `signal` that caused it and its `outcome`; and each jump of
+the weights (`stats.jumps`, the report's `jumps`): a dict with the `step`,
+the `accepted_scale` (`None` for a rejected jump, which is an intervention
+too) and the checked losses.
 `InterventionLog` turns the new ones into one-line messages, the first of
 each kind per epoch, as Keras callbacks report theirs (`ReduceLROnPlateau`,
 `EarlyStopping`), and the epoch's counts at its end.

@@ -212,8 +212,7 @@ def build_report(runner):
         "total_steps": stats.total_steps,
         # Steps spent in each phase (not the config's phase lengths).
         "steps_by_phase": {
-            name: stats.steps[name]
-            for name in ("WARMUP", "FULL", "PREDICT", "CORRECT")
+            name: stats.steps[name] for name in _PHASE_NAMES.values()
         },
         "backward_passes": stats.backward,
         "forward_passes": stats.forward,

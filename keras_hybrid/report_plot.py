@@ -7,6 +7,7 @@ import json
 import os
 
 from keras_hybrid.messages import describe
+from keras_hybrid.phases import Phase
 
 PHASE_COLORS = {
     "WARMUP": "0.85",
@@ -64,16 +65,15 @@ def summary_text(report):
     phases = report.get("phase_statistics") or {}
     accuracy = phases.get("prediction_accuracy") or {}
     total = s.get("total_steps") or 0
+    names = [phase.name for phase in Phase]
     by_phase = s.get("steps_by_phase") or {
         # Version 1 reports.
-        name: s.get(f"{name.lower()}_steps")
-        for name in ("WARMUP", "FULL", "PREDICT", "CORRECT")
+        name: s.get(f"{name.lower()}_steps") for name in names
     }
     lines = [
         f"{total} steps: {s.get('backward_passes')} with a backward pass, "
         f"{_fmt(s.get('backward_reduction_pct'), '.1f')}% without ("
-        + ", ".join(f"{name} {by_phase.get(name)}"
-                    for name in ("WARMUP", "FULL", "PREDICT", "CORRECT"))
+        + ", ".join(f"{name} {by_phase.get(name)}" for name in names)
         + ").",
         f"predictions: {s.get('predictions_attempted')} attempted, "
         f"{s.get('predictions_accepted')} accepted, "
